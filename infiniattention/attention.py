@@ -1,0 +1,317 @@
+"""Infini-attention (Munkhdalai et al. 2024, arXiv 2404.07143), eqs. 5-11 (v2 numbering).
+
+One layer: shared Q/K/V projections (eq. 5); causal local attention inside each segment (eq. 6); a
+compressive memory read before it is written (eqs. 7-9); a learned per-head gate mixing the two
+(eq. 10); the output projection (eq. 11). The same module also runs the two baselines that share
+every other line of code: ``memory="none"`` (local attention only) and ``memory="xl"`` (the
+Transformer-XL cache of ``mem_len`` earlier hidden states).
+
+Layer-major and parallel over segments: a call on ``T`` tokens runs the projections on all of them,
+local attention on ``[B * H, S, N, d]`` in one ``scaled_dot_product_attention`` call, and the memory
+read of every segment against its prefix memory. Segment boundaries are fixed by the absolute stream
+position (every ``segment_len`` tokens), so the state also carries the keys and values of the
+unfinished segment: any split of a stream into calls gives the same outputs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .memory import MemoryState, memory_dtype, memory_read, prefix_memories
+from .positional import RotaryEmbedding, XLRelativePosition
+
+MEMORY_MODES = ("infini", "none", "xl")
+UPDATE_RULES = ("delta", "linear")
+POSITIONAL = ("rope", "xl", "none")
+
+
+@dataclass
+class AttentionState:
+    """What one layer carries from call to call.
+
+    ``seen``: tokens of the stream consumed so far (fixes the segment boundaries).
+    ``k``, ``v``: raw keys/values of the unfinished segment ``[B, H, seen % N, d_head]`` (infini, none).
+    ``memory``: the compressive memory (infini). ``h``: cached layer inputs ``[B, C, d_model]`` (xl).
+    """
+
+    seen: int
+    k: Tensor | None = None
+    v: Tensor | None = None
+    memory: MemoryState | None = None
+    h: Tensor | None = None
+
+    def tensors(self) -> dict[str, Tensor]:
+        """The state's tensors by name, all batch-first."""
+        out = {"k": self.k, "v": self.v, "h": self.h}
+        if self.memory is not None:
+            out.update(M=self.memory.M, z=self.memory.z)
+        return {name: t for name, t in out.items() if t is not None}
+
+    @classmethod
+    def from_tensors(cls, seen: int, tensors: dict[str, Tensor]) -> AttentionState:
+        memory = MemoryState(tensors["M"], tensors["z"]) if "M" in tensors else None
+        return cls(seen, tensors.get("k"), tensors.get("v"), memory, tensors.get("h"))
+
+    def map(self, fn) -> AttentionState:
+        """Apply ``fn`` to every tensor (detach, move, select lanes)."""
+        return AttentionState.from_tensors(self.seen, {n: fn(t) for n, t in self.tensors().items()})
+
+    def detach(self) -> AttentionState:
+        return self.map(Tensor.detach)
+
+    @property
+    def batch_size(self) -> int:
+        return next(iter(self.tensors().values())).size(0)
+
+    def reset(self, lanes: Tensor) -> AttentionState:
+        """Zero the long-term memory (compressive memory or XL cache) of the lanes where ``lanes`` is
+        True. Local attention inside the current segment is left as it is."""
+        def zero(t: Tensor) -> Tensor:
+            mask = lanes.to(device=t.device, dtype=torch.bool).view(-1, *([1] * (t.dim() - 1)))
+            return t.masked_fill(mask, 0)
+
+        memory = self.memory
+        if memory is not None:
+            memory = MemoryState(zero(memory.M), zero(memory.z))
+        h = zero(self.h) if self.h is not None else None
+        return replace(self, memory=memory, h=h)
+
+
+class InfiniAttention(nn.Module):
+    """Infini-attention layer (eqs. 5-11), usable on its own.
+
+    ``forward(x [B, T, d_model], state) -> (out [B, T, d_model], next_state)`` for any ``T >= 1``.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_head: int,
+        d_head: int,
+        segment_len: int,
+        update: str = "delta",
+        pos: str = "rope",
+        dropatt: float = 0.0,
+        gate_init: float = 0.0,
+        eps: float = 1e-6,
+        memory: str = "infini",
+        mem_len: int = 0,
+        clamp_len: int = -1,
+    ) -> None:
+        super().__init__()
+        for name, value in (("d_model", d_model), ("n_head", n_head), ("d_head", d_head),
+                            ("segment_len", segment_len)):
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        _check_choice("update", update, UPDATE_RULES)
+        _check_choice("pos", pos, POSITIONAL)
+        _check_choice("memory", memory, MEMORY_MODES)
+        if memory == "xl":
+            if pos != "xl":
+                raise ValueError(f"memory='xl' uses the Transformer-XL relative encoding: pos must be 'xl', "
+                                 f"got {pos!r}")
+            if not isinstance(mem_len, int) or mem_len <= 0:
+                raise ValueError(f"memory='xl' needs mem_len > 0, got {mem_len!r}")
+        self.d_model, self.n_head, self.d_head = d_model, n_head, d_head
+        self.segment_len, self.update, self.pos, self.memory = segment_len, update, pos, memory
+        self.mem_len = mem_len if memory == "xl" else 0
+        self.dropatt, self.eps = dropatt, eps
+
+        inner = n_head * d_head
+        self.q_proj = nn.Linear(d_model, inner, bias=False)
+        self.k_proj = nn.Linear(d_model, inner, bias=False)
+        self.v_proj = nn.Linear(d_model, inner, bias=False)
+        self.o_proj = nn.Linear(inner, d_model, bias=False)
+        if memory == "infini":
+            # b of eq. 10: one learned scalar per head.
+            self.gate = nn.Parameter(torch.full((n_head,), float(gate_init)))
+        if pos == "rope":
+            self.rope = RotaryEmbedding(d_head)
+        elif pos == "xl":
+            self.xl_pos = XLRelativePosition(d_model, n_head, d_head, clamp_len)
+
+    # ----------------------------------------------------------------------------------------- state
+    def init_state(self, batch_size: int, device: torch.device | str | None = None) -> AttentionState:
+        """A fresh stream: ``M_0 = z_0 = 0``, nothing cached."""
+        H, d = self.n_head, self.d_head
+        if self.memory == "xl":
+            return AttentionState(0, h=torch.zeros(batch_size, 0, self.d_model, device=device))
+        memory = MemoryState.zeros(batch_size, H, d, d, device) if self.memory == "infini" else None
+        empty = torch.zeros(batch_size, H, 0, d, device=device)
+        return AttentionState(0, k=empty, v=empty.clone(), memory=memory)
+
+    def _check_state(self, state: AttentionState, batch_size: int) -> None:
+        H, d, N = self.n_head, self.d_head, self.segment_len
+        expect = f"a state from init_state({batch_size}) of a layer with memory={self.memory!r}, " \
+                 f"n_head={H}, d_head={d}, segment_len={N}"
+        if self.memory == "xl":
+            h = state.h
+            ok = h is not None and h.dim() == 3 and h.shape[0] == batch_size and h.shape[2] == self.d_model
+        else:
+            k = state.k
+            ok = (k is not None and state.v is not None and k.shape[0] == batch_size
+                  and tuple(k.shape[1:]) == (H, state.seen % N, d) and k.shape == state.v.shape)
+            if self.memory == "infini":
+                m = state.memory
+                ok = ok and m is not None and tuple(m.M.shape) == (batch_size, H, d, d) \
+                    and tuple(m.z.shape) == (batch_size, H, d)
+        if not ok:
+            shapes = {name: tuple(t.shape) for name, t in state.tensors().items()}
+            raise ValueError(f"expected {expect}; got a state with seen={state.seen} and tensors {shapes}")
+
+    # --------------------------------------------------------------------------------------- forward
+    def forward(self, x: Tensor, state: AttentionState | None = None) -> tuple[Tensor, AttentionState]:
+        if x.dim() != 3 or x.size(-1) != self.d_model:
+            raise ValueError(
+                f"expected x of shape [batch, time, d_model={self.d_model}], got {tuple(x.shape)}"
+            )
+        B, T, _ = x.shape
+        if T == 0:
+            raise ValueError("expected at least one token (x has time length 0)")
+        if state is None:
+            state = self.init_state(B, x.device)
+        self._check_state(state, B)
+        H, d = self.n_head, self.d_head
+        q = self._heads(self.q_proj(x))  # [B, H, T, d]
+        if self.memory == "xl":
+            a, next_state = self._forward_xl(x, q, state)
+        else:
+            a, next_state = self._forward_segments(x, q, state)
+        out = self.o_proj(a.transpose(1, 2).reshape(B, T, H * d))  # eq. 11: [A_1; ...; A_H] W_O
+        return out, next_state
+
+    def _heads(self, y: Tensor) -> Tensor:
+        """``[B, T, H * d] -> [B, H, T, d]``: head ``h`` is the column block ``h*d:(h+1)*d``."""
+        B, T, _ = y.shape
+        return y.reshape(B, T, self.n_head, self.d_head).transpose(1, 2)
+
+    def _forward_segments(self, x: Tensor, q: Tensor, state: AttentionState) -> tuple[Tensor, AttentionState]:
+        """Local attention per segment (eq. 6), gated with the memory read (eqs. 7-10)."""
+        N, T = self.segment_len, x.size(1)
+        k = self._heads(self.k_proj(x))  # [B, H, T, d]
+        v = self._heads(self.v_proj(x))  # [B, H, T, d]
+        r = state.seen % N  # tokens of the unfinished segment already seen
+        k_all = torch.cat([state.k.to(k.dtype), k], dim=2)  # [B, H, r + T, d]
+        v_all = torch.cat([state.v.to(v.dtype), v], dim=2)
+        a = self._local(q, k_all, v_all, r)
+        memory = state.memory
+        if self.memory == "infini":
+            a_mem, memory = self._memory(q, k_all, v_all, r, memory)
+            g = torch.sigmoid(self.gate).to(a.dtype).view(1, -1, 1, 1)  # eq. 10
+            a = g * a_mem.to(a.dtype) + (1.0 - g) * a
+        done = (r + T) // N * N  # tokens of complete segments; the rest waits for its segment to end
+        next_state = AttentionState(
+            state.seen + T, k=k_all[:, :, done:].clone(), v=v_all[:, :, done:].clone(), memory=memory
+        )
+        return a, next_state
+
+    def _local(self, q: Tensor, k_all: Tensor, v_all: Tensor, r: int) -> Tensor:
+        """Eq. 6 for queries ``q [B, H, T, d]`` whose segment holds ``r`` earlier keys of ``k_all``."""
+        B, H, T, d = q.shape
+        N, L = self.segment_len, k_all.size(2)
+        if L <= N:  # one segment (e.g. generation): only the real queries, no padding
+            pos_q = torch.arange(r, L, device=q.device)
+            pos_k = torch.arange(L, device=q.device)
+            out = self._attend(q[:, :, None], k_all[:, :, None], v_all[:, :, None], pos_q, pos_k)
+            return out[:, :, 0]
+        S = -(-L // N)
+        pad = S * N - L
+        q5 = F.pad(q, (0, 0, r, pad)).reshape(B, H, S, N, d)  # query rows of cached keys are padding
+        k5 = F.pad(k_all, (0, 0, 0, pad)).reshape(B, H, S, N, d)
+        v5 = F.pad(v_all, (0, 0, 0, pad)).reshape(B, H, S, N, d)
+        pos = torch.arange(N, device=q.device)
+        out = self._attend(q5, k5, v5, pos, pos, aligned=True)
+        return out.reshape(B, H, S * N, d)[:, :, r : r + T]
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, pos_q: Tensor, pos_k: Tensor,
+                valid_k: Tensor | None = None, aligned: bool = False) -> Tensor:
+        """Causal softmax attention, one window of keys per segment.
+
+        ``q [B, H, S, Nq, d]``, ``k, v [B, H, S, Nk, d]``; ``pos_q [Nq]``, ``pos_k [Nk]`` are offsets
+        from the segment start (negative: the XL cache); query ``i`` sees key ``j`` iff
+        ``pos_k[j] <= pos_q[i]`` and ``valid_k [S, Nk]`` allows it. ``aligned``: ``pos_q == pos_k``,
+        the plain causal case that the fused kernels handle without a mask.
+        """
+        B, H, S, Nq, d = q.shape
+        scale = 1.0 / math.sqrt(d)
+        dropout = self.dropatt if self.training else 0.0
+        if self.pos == "rope":
+            q, k = self.rope(q, pos_q), self.rope(k, pos_k)
+
+        def flat(t: Tensor) -> Tensor:  # [B, H, S, n, m] -> [B * H, S, n, m]
+            return t.reshape(B * H, S, t.size(-2), t.size(-1))
+
+        allowed = pos_k[None, :] <= pos_q[:, None]  # [Nq, Nk]
+        if valid_k is not None:
+            allowed = allowed & valid_k[:, None, :]  # [S, Nq, Nk]
+        if self.pos == "xl":
+            bias = self.xl_pos.position_scores(q, pos_q, pos_k) * scale  # [B, H, S, Nq, Nk]
+            bias = bias.masked_fill(~allowed, float("-inf"))
+            q = self.xl_pos.content_query(q)
+            out = F.scaled_dot_product_attention(flat(q), flat(k), flat(v), attn_mask=flat(bias),
+                                                 dropout_p=dropout, scale=scale)
+        elif aligned and valid_k is None:
+            out = F.scaled_dot_product_attention(flat(q), flat(k), flat(v), is_causal=True,
+                                                 dropout_p=dropout, scale=scale)
+        else:
+            out = F.scaled_dot_product_attention(flat(q), flat(k), flat(v), attn_mask=allowed,
+                                                 dropout_p=dropout, scale=scale)
+        return out.reshape(B, H, S, Nq, d)
+
+    def _memory(self, q: Tensor, k_all: Tensor, v_all: Tensor, r: int,
+                memory: MemoryState) -> tuple[Tensor, MemoryState]:
+        """Memory read of every segment (eq. 7) and the writes of the completed ones (eq. 8 or 9).
+
+        No positional encoding here: raw Q and K (paper §4.1). Computed in float32 (float64 for
+        float64 inputs) with autocast off, so the growing ``z`` never overflows half precision.
+        """
+        B, H, T, d = q.shape
+        N, L = self.segment_len, k_all.size(2)
+        S, n_full = -(-L // N), L // N
+        dt = memory_dtype(q.dtype)
+        with torch.autocast(device_type=q.device.type, enabled=False):
+            k_done = k_all[:, :, : n_full * N].to(dt).reshape(B, H, n_full, N, d)
+            v_done = v_all[:, :, : n_full * N].to(dt).reshape(B, H, n_full, N, d)
+            M, z = prefix_memories(memory.M.to(dt), memory.z.to(dt), k_done, v_done, self.update, self.eps)
+            # Segment s reads M[:, :, s] (written by segments < s only): read before write.
+            q5 = F.pad(q.to(dt), (0, 0, r, S * N - L)).reshape(B, H, S, N, d)
+            a_mem = memory_read(q5, M[:, :, :S], z[:, :, :S], self.eps)  # [B, H, S, N, d]
+            a_mem = a_mem.reshape(B, H, S * N, d)[:, :, r : r + T]
+        return a_mem, MemoryState(M[:, :, n_full].clone(), z[:, :, n_full].clone())
+
+    def _forward_xl(self, x: Tensor, q: Tensor, state: AttentionState) -> tuple[Tensor, AttentionState]:
+        """Transformer-XL baseline: a query at ``p`` in the segment starting at ``a`` sees the keys at
+        ``[a - mem_len, p]``, projected from the layer inputs (earlier calls' inputs are cached)."""
+        B, H, T, d = q.shape
+        N, m = self.segment_len, self.mem_len
+        r = state.seen % N
+        cache = state.h.to(x.dtype)  # [B, C, d_model]: positions [seen - C, seen)
+        C = cache.size(1)
+        xs = torch.cat([cache, x], dim=1)  # [B, C + T, d_model]
+        S = -(-(r + T) // N)
+        front, back = m + r - C, S * N - (r + T)  # pad so that window s starts at s * N
+        W = m + N
+        k = F.pad(self._heads(self.k_proj(xs)), (0, 0, front, back))  # [B, H, m + S * N, d]
+        v = F.pad(self._heads(self.v_proj(xs)), (0, 0, front, back))
+        k5 = k.unfold(2, W, N).transpose(-1, -2)  # [B, H, S, W, d]
+        v5 = v.unfold(2, W, N).transpose(-1, -2)
+        q5 = F.pad(q, (0, 0, r, back)).reshape(B, H, S, N, d)
+        pos_q = torch.arange(N, device=x.device)
+        pos_k = torch.arange(W, device=x.device) - m
+        idx = torch.arange(S, device=x.device)[:, None] * N + torch.arange(W, device=x.device)[None, :]
+        valid = (idx >= front) & (idx < front + C + T)  # [S, W]: not padding
+        a = self._attend(q5, k5, v5, pos_q, pos_k, valid_k=valid)
+        a = a.reshape(B, H, S * N, d)[:, :, r : r + T]
+        seen = state.seen + T
+        keep = min(seen, m + seen % N)
+        return a, AttentionState(seen, h=xs[:, xs.size(1) - keep :].clone())
+
+
+def _check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, valid))}; got {value!r}")

@@ -1,0 +1,112 @@
+"""Model configuration: one dataclass, validated where the values enter."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MEMORY_MODES = ("infini", "xl", "none")
+UPDATE_RULES = ("delta", "linear")
+POSITIONAL = ("rope", "xl", "none")
+ACTIVATIONS = ("relu", "gelu")
+
+
+@dataclass
+class ModelConfig:
+    """Shape and behaviour of an :class:`InfiniTransformerLM`.
+
+    Defaults are the Transformer-XL enwik8 base shape (12 x 512, 8 heads of 64).
+    """
+
+    vocab_size: int = 256
+    """Number of token ids (set from the dataset's vocabulary by the trainer)."""
+    n_layer: int = 12
+    """Number of Transformer blocks."""
+    d_model: int = 512
+    """Width of the residual stream."""
+    n_head: int = 8
+    """Attention heads per layer."""
+    d_head: int = 64
+    """Width of one head (keys, values and queries)."""
+    d_inner: int = 2048
+    """Hidden width of the position-wise feed-forward network."""
+    segment_len: int = 512
+    """N: tokens per segment. Local attention never crosses a segment boundary."""
+    memory: str = "infini"
+    """infini: compressive memory (the paper); xl: Transformer-XL cache of `mem_len` hidden states;
+    none: local attention only."""
+    update: str = "delta"
+    """Memory write rule: delta (eq. 9) or linear (eq. 8). Infini mode only."""
+    pos: str = "rope"
+    """Positions of the local branch: rope, xl (Transformer-XL relative) or none. Forced to xl when
+    memory is xl."""
+    mem_len: int = 512
+    """Hidden states cached per layer in xl mode (ignored otherwise)."""
+    clamp_len: int = -1
+    """Relative distances beyond this use the same xl encoding (-1: no clamp)."""
+    dropout: float = 0.1
+    """Dropout on embeddings, attention output and FFN."""
+    dropatt: float = 0.0
+    """Dropout on attention probabilities (local branch)."""
+    pre_lnorm: bool = False
+    """Pre-LayerNorm blocks (default: post-LN as in Transformer-XL)."""
+    activation: str = "relu"
+    """FFN activation: relu (Transformer-XL) or gelu."""
+    gate_init: float = 0.0
+    """Initial value of each head's gate logit b (eq. 10); 0 gives sigmoid(b) = 0.5."""
+    eps: float = 1e-6
+    """Floor for every memory denominator (den.clamp_min(eps))."""
+    adaptive: bool = False
+    """Adaptive input embedding and adaptive softmax (word-level vocabularies)."""
+    cutoffs: list[int] = field(default_factory=list)
+    """Adaptive softmax cluster boundaries, strictly increasing and below vocab_size."""
+    div_val: int = 1
+    """Adaptive embedding width divisor per cluster."""
+    tie_weights: bool = True
+    """Tie the output layer to the input embedding."""
+    init_std: float = 0.02
+    """Standard deviation of the normal weight initialisation."""
+    checkpoint_segments: bool = False
+    """Gradient checkpointing: recompute each block's activations in the backward pass."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the field and the rule it breaks."""
+        for name in ("vocab_size", "n_layer", "d_model", "n_head", "d_head", "d_inner", "segment_len"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"model.{name} must be a positive integer, got {value!r}")
+        _choice("memory", self.memory, MEMORY_MODES)
+        _choice("update", self.update, UPDATE_RULES)
+        _choice("pos", self.pos, POSITIONAL)
+        _choice("activation", self.activation, ACTIVATIONS)
+        if self.memory == "xl" and self.pos != "xl":
+            self.pos = "xl"  # Transformer-XL's cache is defined with its relative encoding
+        if self.memory == "xl" and (not isinstance(self.mem_len, int) or self.mem_len <= 0):
+            raise ValueError(f"model.mem_len must be a positive integer in xl mode, got {self.mem_len!r}")
+        if self.pos == "rope" and self.d_head % 2:
+            raise ValueError(f"model.d_head must be even for rope positions, got {self.d_head}")
+        if self.pos == "xl" and self.d_model % 2:
+            raise ValueError(f"model.d_model must be even for xl positions, got {self.d_model}")
+        for name in ("dropout", "dropatt"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"model.{name} must be in [0, 1), got {value!r}")
+        if self.eps <= 0:
+            raise ValueError(f"model.eps must be > 0, got {self.eps!r}")
+        if self.adaptive:
+            cuts = list(self.cutoffs)
+            if any(b <= a for a, b in zip(cuts[:-1], cuts[1:], strict=True)) or (cuts and cuts[0] <= 0):
+                raise ValueError(f"model.cutoffs must be strictly increasing positive integers, got {cuts}")
+            if cuts and cuts[-1] >= self.vocab_size:
+                raise ValueError(
+                    f"model.cutoffs must lie below vocab_size={self.vocab_size}, got {cuts}"
+                )
+            if self.div_val < 1:
+                raise ValueError(f"model.div_val must be >= 1, got {self.div_val}")
+
+
+def _choice(name: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ValueError(f"model.{name} must be one of {', '.join(valid)}; got {value!r}")

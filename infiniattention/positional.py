@@ -1,0 +1,82 @@
+"""Positional encodings of the local attention branch (never of the memory path, paper §4.1).
+
+Positions are offsets inside a segment (0..N-1), or, for the Transformer-XL cache, relative
+distances: never absolute stream positions, whose float32 rotary angles lose precision at a million
+tokens.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding (RoPE), rotate-half convention.
+
+    ``inv_freq[i] = base^(-2i/d)``; the two halves ``x1 = x[:d/2]``, ``x2 = x[d/2:]`` are rotated by
+    ``angle = position * inv_freq``: ``[x1 cos - x2 sin, x2 cos + x1 sin]``.
+    """
+
+    def __init__(self, d_head: int, base: float = 10000.0) -> None:
+        super().__init__()
+        if d_head % 2:
+            raise ValueError(f"rope needs an even d_head, got {d_head}")
+        inv_freq = base ** (-torch.arange(0, d_head, 2, dtype=torch.float64) / d_head)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, x: Tensor, positions: Tensor) -> Tensor:
+        """Rotate ``x [..., L, d]`` by ``positions [L]``."""
+        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        angles = positions.to(dtype)[:, None] * self.inv_freq.to(dtype)[None, :]  # [L, d/2]
+        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+        x1, x2 = x.chunk(2, dim=-1)
+        return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+
+
+class XLRelativePosition(nn.Module):
+    """Transformer-XL relative positional encoding (Dai et al. 2019, §3.3).
+
+    The score of query ``i`` and key ``j`` is ``(q_i + u) k_j + (q_i + v) R_{i-j}`` where ``R`` is a
+    learned projection of a sinusoid of the distance. This module supplies ``u`` (``r_w_bias``) and the
+    second term; the first is ordinary dot-product attention with ``q + u``.
+    """
+
+    def __init__(self, d_model: int, n_head: int, d_head: int, clamp_len: int = -1) -> None:
+        super().__init__()
+        if d_model % 2:
+            raise ValueError(f"xl positions need an even d_model, got {d_model}")
+        self.n_head, self.d_head, self.clamp_len = n_head, d_head, clamp_len
+        self.r_proj = nn.Linear(d_model, n_head * d_head, bias=False)
+        self.r_w_bias = nn.Parameter(torch.empty(n_head, d_head).normal_(std=0.02))  # u
+        self.r_r_bias = nn.Parameter(torch.empty(n_head, d_head).normal_(std=0.02))  # v
+        inv_freq = 10000.0 ** (-torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def sinusoid(self, dist: Tensor, dtype: torch.dtype) -> Tensor:
+        """``[sin(d f), cos(d f)]`` of distances ``dist [L]`` -> ``[L, d_model]``."""
+        angles = dist.to(torch.float64)[:, None] * self.inv_freq[None, :]
+        return torch.cat([angles.sin(), angles.cos()], dim=-1).to(dtype)
+
+    def position_scores(self, q: Tensor, q_pos: Tensor, k_pos: Tensor) -> Tensor:
+        """The positional term ``(q_i + v) R_{i-j}``, unscaled.
+
+        ``q [B, H, S, Nq, d]``, ``q_pos [Nq]``, ``k_pos [Nk]`` -> ``[B, H, S, Nq, Nk]``. Distances of
+        masked pairs (negative) are clamped to 0; the caller masks them.
+        """
+        dist = (q_pos[:, None] - k_pos[None, :]).clamp_min(0)  # [Nq, Nk]
+        n_dist = int(dist.max()) + 1
+        table = torch.arange(n_dist, device=q.device)
+        if self.clamp_len > 0:
+            table = table.clamp(max=self.clamp_len)
+        R = self.r_proj(self.sinusoid(table, self.r_proj.weight.dtype))  # [n_dist, H * d]
+        R = R.to(q.dtype).reshape(n_dist, self.n_head, self.d_head)
+        qv = q + self.r_r_bias.to(q.dtype)[None, :, None, None, :]
+        scores = torch.einsum("bhsnd,rhd->bhsnr", qv, R)  # [B, H, S, Nq, n_dist]
+        index = dist.expand(*scores.shape[:3], *dist.shape)
+        return scores.gather(-1, index)
+
+    def content_query(self, q: Tensor) -> Tensor:
+        """``q + u`` for the content term; ``q [B, H, ..., d]``."""
+        shape = (1, self.n_head) + (1,) * (q.dim() - 3) + (self.d_head,)
+        return q + self.r_w_bias.to(q.dtype).reshape(shape)
