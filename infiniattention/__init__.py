@@ -2,6 +2,18 @@
 
 from .attention import AttentionState, InfiniAttention
 from .config import ModelConfig
+from .generation import generate
 from .memory import CompressiveMemory, MemoryState
+from .model import InfiniTransformerLM, LMOutput, ModelState
 
-__all__ = ["AttentionState", "CompressiveMemory", "InfiniAttention", "MemoryState", "ModelConfig"]
+__all__ = [
+    "AttentionState",
+    "CompressiveMemory",
+    "InfiniAttention",
+    "InfiniTransformerLM",
+    "LMOutput",
+    "MemoryState",
+    "ModelConfig",
+    "ModelState",
+    "generate",
+]

@@ -1,0 +1,96 @@
+"""Streaming decoding: prefill a prompt of any length, then one token at a time.
+
+The model's state is the KV cache: the keys/values of the current segment are kept until the segment
+fills, then written into the compressive memory (eq. 8/9) and dropped, so memory use is bounded
+however long generation runs (the xl baseline keeps at most ``mem_len + segment_len`` hidden states).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .model import InfiniTransformerLM, ModelState
+
+
+def sample_next(
+    logits: Tensor,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    greedy: bool = False,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Pick the next token of each row of ``logits [B, V]`` -> ``[B]``.
+
+    ``top_k`` keeps the k most likely tokens; ``top_p`` keeps the smallest set whose probability
+    reaches p (nucleus sampling; the most likely token is always kept).
+    """
+    if greedy or temperature == 0:
+        return logits.argmax(dim=-1)
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    logits = logits.float() / temperature
+    if top_k is not None:
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        kth = torch.topk(logits, min(top_k, logits.size(-1)), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None:
+        if not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(dim=-1)
+        # drop a token when the tokens ranked above it already reach top_p
+        drop = probs.cumsum(dim=-1) - probs >= top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    probs = logits.softmax(dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@torch.no_grad()
+def generate(
+    model: InfiniTransformerLM,
+    prompt: Tensor,
+    max_new_tokens: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    greedy: bool = False,
+    generator: torch.Generator | None = None,
+    state: ModelState | None = None,
+    return_logits: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Continue ``prompt [B, P]`` (P >= 1) by ``max_new_tokens`` tokens -> ``[B, max_new_tokens]``.
+
+    ``state`` continues an earlier stream. With ``return_logits`` also returns the log-probabilities
+    each new token was drawn from, ``[B, max_new_tokens, V]``. The model is put in eval mode for the
+    call and restored afterwards.
+    """
+    if prompt.dim() != 2 or prompt.size(1) < 1:
+        raise ValueError(f"expected a prompt of shape [batch, length >= 1], got {tuple(prompt.shape)}")
+    was_training = model.training
+    model.eval()
+    try:
+        out = model(prompt, state=state)  # prefill: all segments of the prompt in one call
+        logits, state = out.logits[:, -1], out.state
+        tokens, all_logits = [], []
+        for i in range(max_new_tokens):
+            all_logits.append(logits)
+            token = sample_next(logits, temperature=temperature, top_k=top_k, top_p=top_p,
+                                greedy=greedy, generator=generator)
+            tokens.append(token)
+            if i + 1 < max_new_tokens:
+                out = model(token[:, None], state=state)
+                logits, state = out.logits[:, -1], out.state
+    finally:
+        model.train(was_training)
+    new = torch.stack(tokens, dim=1) if tokens else prompt.new_zeros(prompt.size(0), 0)
+    if return_logits:
+        V = model.config.vocab_size
+        stacked = torch.stack(all_logits, dim=1) if all_logits else prompt.new_zeros(prompt.size(0), 0, V)
+        return new, stacked
+    return new
