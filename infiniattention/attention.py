@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .memory import MemoryState, memory_dtype, memory_read, prefix_memories
+from .memory import MemoryState, full_precision, memory_dtype, memory_read, prefix_memories
 from .positional import RotaryEmbedding, XLRelativePosition
 
 MEMORY_MODES = ("infini", "none", "xl")
@@ -274,7 +274,7 @@ class InfiniAttention(nn.Module):
         N, L = self.segment_len, k_all.size(2)
         S, n_full = -(-L // N), L // N
         dt = memory_dtype(q.dtype)
-        with torch.autocast(device_type=q.device.type, enabled=False):
+        with full_precision(q):
             k_done = k_all[:, :, : n_full * N].to(dt).reshape(B, H, n_full, N, d)
             v_done = v_all[:, :, : n_full * N].to(dt).reshape(B, H, n_full, N, d)
             M, z = prefix_memories(memory.M.to(dt), memory.z.to(dt), k_done, v_done, self.update, self.eps)

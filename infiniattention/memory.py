@@ -53,16 +53,22 @@ class MemoryState:
         return MemoryState(self.M.detach(), self.z.detach())
 
 
+def full_precision(x: Tensor) -> torch.autocast:
+    """Autocast switched off on ``x``'s device: the memory path runs in its own dtype."""
+    return torch.autocast(device_type=x.device.type, enabled=False)
+
+
 def memory_read(q: Tensor, M: Tensor, z: Tensor, eps: float = 1e-6) -> Tensor:
     """Memory read, eq. 7 (v1 eq. 3): ``A_mem = s(Q) M / (s(Q) z)``.
 
     ``q [..., T, d_key]``, ``M [..., d_key, d_value]``, ``z [..., d_key]`` -> ``[..., T, d_value]``.
-    The result has the memory's dtype.
+    The result has the memory's dtype, also under autocast.
     """
-    sq = sigma(q.to(M.dtype))  # [..., T, d_key]
-    num = sq @ M  # [..., T, d_value]
-    den = (sq @ z.unsqueeze(-1)).clamp_min(eps)  # [..., T, 1]
-    return num / den
+    with full_precision(q):
+        sq = sigma(q.to(M.dtype))  # [..., T, d_key]
+        num = sq @ M  # [..., T, d_value]
+        den = (sq @ z.unsqueeze(-1)).clamp_min(eps)  # [..., T, 1]
+        return num / den
 
 
 def linear_update(k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
@@ -145,10 +151,11 @@ class CompressiveMemory:
         """Write ``k [B, H, T, d_key]``, ``v [B, H, T, d_value]`` with eq. 8 (linear) or 9 (delta)."""
         M, z = self.state.M, self.state.z
         k, v = k.to(M.dtype), v.to(M.dtype)
-        if rule == "linear":
-            M, z = linear_write(M, z, k, v)
-        elif rule == "delta":
-            M, z = delta_write(M, z, k, v, self.eps)
-        else:
-            raise ValueError(f"update rule must be 'delta' or 'linear', got {rule!r}")
+        with full_precision(k):
+            if rule == "linear":
+                M, z = linear_write(M, z, k, v)
+            elif rule == "delta":
+                M, z = delta_write(M, z, k, v, self.eps)
+            else:
+                raise ValueError(f"update rule must be 'delta' or 'linear', got {rule!r}")
         self.state = MemoryState(M, z)
