@@ -1,0 +1,496 @@
+"""Download, verify, extract and prepare corpora: `python -m data_utils.prepare [DATASET ...]`.
+
+Output per dataset, in `<data-dir>/<name>/`:
+- `raw/`: the verified archive and the verified extracted source files (kept, so that another protocol
+  can be prepared later without a download);
+- `train.npy`, `valid.npy`, `test.npy`: flat token ids in the smallest fitting unsigned type;
+- `vocab.json` (`Vocab.to_dict()`), and `meta.json`, written last: its presence marks a finished
+  preparation, so an interrupted run is never mistaken for a finished one.
+
+Protocols (the name is stored in meta.json):
+- enwik8 `txl` (default): Transformer-XL's. Split bytes [0, 90M) / [90M, 95M) / [95M, 100M), then drop
+  the newline bytes (10) of every split. The vocabulary is the set of bytes that occur in the three
+  splits (204 on the full file), ordered by descending frequency over train + valid + test; ties are
+  broken by first occurrence in that concatenated stream. This is exactly the order Transformer-XL's
+  `Vocab` builds (a `Counter` filled in stream order, then a stable sort by count).
+- enwik8 `bytes`: every byte kept, 256-entry vocabulary, id == byte value.
+- text8 `txl` (default): the same split; like Transformer-XL's `prep_text8.py`, each split is stripped
+  of leading/trailing whitespace (text8 starts with a space, so train loses one character). 27 symbols
+  ordered as for enwik8 `txl`. `chars` keeps every character of each split.
+- wikitext-2 / -103 `txl`: whitespace tokens (`str.split()`), `<eos>` after every line (empty lines
+  too). The vocabulary is `<eos>` (id 0, as Transformer-XL's special symbol) followed by the training
+  split's tokens by descending frequency, ties by first occurrence. A valid/test token missing from it
+  maps to `<unk>`.
+- `text`: a user file (split 90/5/5 by bytes) or separate `--train/--valid/--test` files, as bytes
+  (`bytes`, default) or with enwik8's `txl` rules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import json
+import logging
+import os
+import sys
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from . import download
+from .corpus import SPLITS
+from .datasets import DEFAULT_DATASETS, REGISTRY, DatasetSpec, Expected
+from .vocab import EOS, UNK, Vocab
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MIRROR_ENV = "INFINIATTENTION_MIRROR"
+TEXT_PROTOCOLS = ("bytes", "txl")
+_NEWLINE = 10
+_WHITESPACE = frozenset(b" \t\n\r\x0b\x0c")
+_SCAN = 1 << 22
+
+
+# ----------------------------------------------------------------------------------------------
+# Sources: download/copy, verify, extract.
+
+
+def source_location(base: str, filename: str) -> str:
+    """`filename` under a base URL or a local directory."""
+    if download.is_url(base):
+        return base.rstrip("/") + "/" + filename
+    return str(Path(base) / filename)
+
+
+def ensure_sources(
+    spec: DatasetSpec, raw_dir: Path, mirror: str | None = None, *, progress: bool = True
+) -> dict[str, tuple[Path, dict]]:
+    """Verified source files of a dataset: {file name: (path, measured size and hashes)}.
+
+    Extracted files already in `raw_dir` are re-verified and reused; otherwise the archive is fetched
+    (from `mirror` if given, else from each of the registry's base URLs in turn) and extracted.
+    """
+    if spec.local_dir is not None:  # bundled: verify in place, never copy or download
+        out = {}
+        for src in spec.sources:
+            path = spec.local_dir / src.member
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} not found: the bundled sample is part of the repository")
+            out[src.filename] = (path, download.verify(path, src.expected, label=str(path)))
+        return out
+
+    present = {src.filename: raw_dir / src.filename for src in spec.sources}
+    if all(p.is_file() for p in present.values()):
+        logger.info("%s: source files present in %s; verifying", spec.name, raw_dir)
+        return {
+            src.filename: (present[src.filename], download.verify(present[src.filename], src.expected))
+            for src in spec.sources
+        }
+    if spec.archive is None:
+        raise ValueError(f"registry entry {spec.name!r} has neither an archive nor a local_dir")
+    archive = _fetch_archive(spec, raw_dir, mirror, progress=progress)
+    members = {src.member: (src.filename, src.expected) for src in spec.sources}
+    extracted = download.safe_extract(archive, raw_dir, members)
+    return {
+        src.filename: (extracted[src.member], download.verify(extracted[src.member], src.expected))
+        for src in spec.sources
+    }
+
+
+def _fetch_archive(spec: DatasetSpec, raw_dir: Path, mirror: str | None, *, progress: bool) -> Path:
+    assert spec.archive is not None
+    bases = [mirror] if mirror else list(spec.base_urls)
+    dest = raw_dir / spec.archive.name
+    errors = []
+    for base in bases:
+        location = source_location(base, spec.archive.name)
+        logger.info("%s: fetching %s", spec.name, location)
+        try:
+            return download.fetch(location, dest, spec.archive.expected, progress=progress)
+        except OSError as err:  # try the next location; hash errors propagate
+            logger.warning("%s: %s", spec.name, err)
+            errors.append(f"{location}: {err}")
+    raise OSError(
+        f"{spec.name}: could not fetch {spec.archive.name} ("
+        + "; ".join(errors)
+        + f"). Use --mirror URL_OR_DIR (or ${MIRROR_ENV}) to point at a copy."
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Protocols: source files -> (splits, vocabulary).
+
+
+def frequency_order(parts: Sequence[np.ndarray]) -> list[int]:
+    """Byte values present in `parts`, by descending count, ties by first occurrence in the
+    concatenation of `parts` (Transformer-XL's order: a Counter filled in stream order, stable sort)."""
+    counts = np.zeros(256, dtype=np.int64)
+    for part in parts:
+        counts += np.bincount(part, minlength=256)
+    present = np.flatnonzero(counts)
+    unseen = np.iinfo(np.int64).max
+    first = np.full(256, unseen, dtype=np.int64)
+    offset, found = 0, 0
+    for part in parts:
+        for lo in range(0, len(part), _SCAN):
+            if found == len(present):
+                break
+            chunk = part[lo : lo + _SCAN]
+            new = np.flatnonzero((np.bincount(chunk, minlength=256) > 0) & (first == unseen))
+            for v in new:
+                first[v] = offset + lo + int(np.argmax(chunk == v))
+            found += len(new)
+        offset += len(part)
+    return sorted(present.tolist(), key=lambda v: (-int(counts[v]), int(first[v])))
+
+
+def _strip(part: np.ndarray) -> np.ndarray:
+    """`bytes.strip()` on an array view, without copying it."""
+    lo, hi = 0, len(part)
+    while lo < hi and int(part[lo]) in _WHITESPACE:
+        lo += 1
+    while hi > lo and int(part[hi - 1]) in _WHITESPACE:
+        hi -= 1
+    return part[lo:hi]
+
+
+def byte_splits(data: np.ndarray, bounds: Sequence[int]) -> list[np.ndarray]:
+    """Views [0, b0), [b0, b1), [b1, b2) of a byte array; the bounds must fit the data exactly."""
+    train_end, valid_end, test_end = bounds
+    if not 0 < train_end < valid_end < test_end == len(data):
+        raise ValueError(f"split bounds {tuple(bounds)} do not fit {len(data)} bytes")
+    return [data[:train_end], data[train_end:valid_end], data[valid_end:test_end]]
+
+
+def prepare_bytes(parts: list[np.ndarray], protocol: str) -> tuple[list[np.ndarray], Vocab]:
+    """Byte-level protocols `txl` (newlines dropped, vocabulary of observed bytes) and `bytes`."""
+    if protocol == "bytes":
+        return [np.asarray(p, dtype=np.uint8) for p in parts], Vocab("byte", range(256))
+    if protocol != "txl":
+        raise ValueError(f"unknown byte protocol {protocol!r}")
+    parts = [p[p != _NEWLINE] for p in parts]
+    vocab = Vocab("byte", frequency_order(parts))
+    table = vocab.byte_table().astype(vocab.dtype())
+    return [table[p] for p in parts], vocab
+
+
+def prepare_chars(parts: list[np.ndarray], protocol: str) -> tuple[list[np.ndarray], Vocab]:
+    """Character protocols for text8 (ASCII): `txl` strips each split's ends, `chars` keeps them."""
+    if protocol == "txl":
+        parts = [_strip(p) for p in parts]
+    elif protocol != "chars":
+        raise ValueError(f"unknown character protocol {protocol!r}")
+    order = frequency_order(parts)
+    if any(v >= 128 for v in order):
+        raise ValueError("a character corpus must be ASCII (text8 is a-z and space)")
+    vocab = Vocab("char", [chr(v) for v in order])
+    table = np.zeros(256, dtype=vocab.dtype())
+    table[order] = np.arange(len(order))
+    return [table[p] for p in parts], vocab
+
+
+def _lines(path: Path):
+    # Text mode with default newline handling, as Transformer-XL reads these files.
+    with open(path, encoding="utf-8") as f:
+        yield from f
+
+
+def prepare_words(paths: Sequence[Path]) -> tuple[list[np.ndarray], Vocab]:
+    """Word-level wikitext protocol: `str.split()` tokens plus `<eos>` per line; train vocabulary."""
+    counter: Counter[str] = Counter()
+    for line in _lines(paths[0]):
+        counter.update(line.split())
+    # most_common() sorts stably, so equal counts keep first-occurrence order.
+    vocab = Vocab("word", [EOS] + [w for w, _ in counter.most_common() if w != EOS])
+    index, eos = vocab.index, vocab.index[EOS]
+    unk = vocab.unk_id
+    out = []
+    for path in paths:
+        ids = array.array("I")
+        for line in _lines(path):
+            for word in line.split():
+                i = index.get(word, unk)
+                if i is None:
+                    raise ValueError(f"{path}: word {word!r} is not in the training vocabulary (no {UNK})")
+                ids.append(i)
+            ids.append(eos)
+        out.append(np.frombuffer(ids, dtype=np.uint32).astype(vocab.dtype(), copy=False))
+    return out, vocab
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing and the "already prepared" check.
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    part = path.with_name(path.name + ".part")
+    with open(part, "wb") as f:
+        np.save(f, np.ascontiguousarray(arr))
+    os.replace(part, path)
+
+
+def _save_json(path: Path, obj: dict) -> None:
+    part = path.with_name(path.name + ".part")
+    part.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(part, path)
+
+
+def write_prepared(out_dir: Path, splits: Sequence[np.ndarray], vocab: Vocab, meta: dict) -> dict:
+    """Write the three splits, vocab.json, then meta.json (last: it marks the folder as complete)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "meta.json").unlink(missing_ok=True)
+    dtype = vocab.dtype()
+    for name, arr in zip(SPLITS, splits, strict=True):
+        _save_npy(out_dir / f"{name}.npy", arr.astype(dtype, copy=False))
+    _save_json(out_dir / "vocab.json", vocab.to_dict())
+    meta = {
+        "format_version": FORMAT_VERSION,
+        **meta,
+        "tokens": {name: int(len(arr)) for name, arr in zip(SPLITS, splits, strict=True)},
+        "vocab_size": len(vocab),
+        "vocab_kind": vocab.kind,
+        "vocab_digest": vocab.digest(),
+        "dtype": dtype.name,
+    }
+    _save_json(out_dir / "meta.json", meta)
+    return meta
+
+
+def _read_meta(out_dir: Path) -> dict | None:
+    meta_path = out_dir / "meta.json"
+    if not meta_path.is_file():
+        return None
+    if not all((out_dir / f).is_file() for f in ("vocab.json", *(f"{s}.npy" for s in SPLITS))):
+        return None
+    try:
+        return json.loads(meta_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None
+
+
+def is_prepared(out_dir: Path, spec: DatasetSpec, protocol: str) -> bool:
+    """True when `out_dir` holds a finished preparation of `spec` with `protocol` and today's settings
+    (format version, split bounds, and the source hashes the registry expects, where it knows them)."""
+    meta = _read_meta(out_dir)
+    if meta is None:
+        return False
+    if (
+        meta.get("format_version") != FORMAT_VERSION
+        or meta.get("dataset") != spec.name
+        or meta.get("protocol") != protocol
+        or meta.get("split_bounds") != (list(spec.split_bounds) if spec.split_bounds else None)
+    ):
+        return False
+    sources = meta.get("sources", {})
+    for src in spec.sources:
+        got = sources.get(src.filename)
+        if got is None:
+            return False
+        for key in ("size", "sha256", "md5"):
+            want = getattr(src.expected, key)
+            if want is not None and got.get(key) != want:
+                return False
+    return True
+
+
+# ----------------------------------------------------------------------------------------------
+# Entry points.
+
+
+def prepare_dataset(
+    name: str,
+    data_dir: str | os.PathLike = "data",
+    *,
+    protocol: str | None = None,
+    mirror: str | None = None,
+    registry: Mapping[str, DatasetSpec] | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Download (if needed), verify, extract and prepare one registry dataset; return its folder.
+
+    A second call with everything in place does nothing but say so. `registry` replaces the module's
+    REGISTRY (tests use it to point at small archives with their own hashes and split bounds).
+    """
+    registry = REGISTRY if registry is None else registry
+    if name not in registry:
+        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(registry)}, text")
+    spec = registry[name]
+    protocol = protocol or spec.default_protocol
+    if protocol not in spec.protocols:
+        raise ValueError(f"{name} has no protocol {protocol!r}; valid protocols: {', '.join(spec.protocols)}")
+    out_dir = Path(data_dir) / name
+    if not force and is_prepared(out_dir, spec, protocol):
+        logger.info("%s: already prepared in %s (protocol %s); nothing to do", name, out_dir, protocol)
+        return out_dir
+
+    sources = ensure_sources(spec, out_dir / "raw", mirror, progress=progress)
+    logger.info("%s: preparing protocol %s", name, protocol)
+    paths = [sources[src.filename][0] for src in spec.sources]
+    if spec.kind == "words":
+        splits, vocab = prepare_words(paths)
+    else:
+        data = np.fromfile(paths[0], dtype=np.uint8)
+        parts = byte_splits(data, spec.split_bounds)
+        splits, vocab = (prepare_bytes if spec.kind == "bytes" else prepare_chars)(parts, protocol)
+    meta = write_prepared(
+        out_dir,
+        splits,
+        vocab,
+        {
+            "dataset": name,
+            "protocol": protocol,
+            "kind": spec.kind,
+            "split_bounds": list(spec.split_bounds) if spec.split_bounds else None,
+            "sources": {fn: info for fn, (_, info) in sources.items()},
+            "licence": spec.licence,
+        },
+    )
+    logger.info("%s: %s tokens, vocabulary %d -> %s", name, meta["tokens"], meta["vocab_size"], out_dir)
+    return out_dir
+
+
+def prepare_text(
+    name: str,
+    data_dir: str | os.PathLike = "data",
+    *,
+    input_path: str | os.PathLike | None = None,
+    train: str | os.PathLike | None = None,
+    valid: str | os.PathLike | None = None,
+    test: str | os.PathLike | None = None,
+    fractions: Sequence[float] = (0.9, 0.05, 0.05),
+    protocol: str = "bytes",
+    force: bool = False,
+) -> Path:
+    """Prepare a user's text as a byte-level corpus `data_dir/name`.
+
+    Either one `input_path` file, split by bytes in `fractions` (default 90/5/5), or three files `train`,
+    `valid`, `test`. The byte cut may split a multi-byte character, which a byte model does not mind.
+    """
+    if protocol not in TEXT_PROTOCOLS:
+        raise ValueError(f"text has no protocol {protocol!r}; valid protocols: {', '.join(TEXT_PROTOCOLS)}")
+    if name in REGISTRY or name in ("text", "samples") or not name or "/" in name:
+        raise ValueError(f"--name {name!r} is not allowed: pick a new folder name for your corpus")
+    separate = [train, valid, test]
+    if input_path is not None and any(p is not None for p in separate):
+        raise ValueError("give either --input FILE or --train/--valid/--test, not both")
+    if input_path is None and not all(p is not None for p in separate):
+        raise ValueError("give either --input FILE or all three of --train, --valid, --test")
+    files = [Path(input_path)] if input_path is not None else [Path(p) for p in separate]
+    for f in files:
+        if not f.is_file():
+            raise FileNotFoundError(f"{f} not found")
+    sources = {str(f): download.verify(f, Expected()) for f in files}
+    out_dir = Path(data_dir) / name
+    meta = _read_meta(out_dir)
+    fractions = [float(x) for x in fractions]
+    if (
+        not force
+        and meta is not None
+        and meta.get("format_version") == FORMAT_VERSION
+        and meta.get("protocol") == protocol
+        and meta.get("sources") == sources
+        and meta.get("fractions") == (fractions if input_path is not None else None)
+    ):
+        logger.info("%s: already prepared in %s (protocol %s); nothing to do", name, out_dir, protocol)
+        return out_dir
+
+    if input_path is not None:
+        if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-9:
+            raise ValueError(f"split fractions must be three positive numbers summing to 1, got {fractions}")
+        data = np.fromfile(files[0], dtype=np.uint8)
+        n = len(data)
+        bounds = (int(n * fractions[0]), int(n * (fractions[0] + fractions[1])), n)
+        parts = byte_splits(data, bounds)
+    else:
+        parts = [np.fromfile(f, dtype=np.uint8) for f in files]
+    splits, vocab = prepare_bytes(parts, protocol)
+    meta = write_prepared(
+        out_dir,
+        splits,
+        vocab,
+        {
+            "dataset": name,
+            "protocol": protocol,
+            "kind": "text",
+            "fractions": fractions if input_path is not None else None,
+            "sources": sources,
+        },
+    )
+    logger.info("%s: %s tokens, vocabulary %d -> %s", name, meta["tokens"], meta["vocab_size"], out_dir)
+    return out_dir
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="getdata.sh",
+        description="Download, verify, extract and prepare corpora into DATA_DIR/<name>/.",
+        epilog="datasets: " + ", ".join(REGISTRY) + "; `text --input FILE --name NAME` for your own text",
+    )
+    parser.add_argument(
+        "datasets", nargs="*", metavar="DATASET", help="default: " + " ".join(DEFAULT_DATASETS)
+    )
+    parser.add_argument("--data-dir", default="data", help="output root (default: data)")
+    parser.add_argument(
+        "--mirror",
+        default=os.environ.get(MIRROR_ENV) or None,
+        help=f"base URL or local directory holding the archives (default: ${MIRROR_ENV}, else the "
+        "registry's locations)",
+    )
+    parser.add_argument("--protocol", default=None, help="enwik8: txl (default) | bytes; text8: txl | chars")
+    parser.add_argument("--force", action="store_true", help="prepare again even if already prepared")
+    parser.add_argument("--no-progress", action="store_true", help="no download progress bars")
+    text = parser.add_argument_group("text (your own corpus, byte-level)")
+    text.add_argument("--input", help="one text file, split 90/5/5 by bytes")
+    text.add_argument("--name", help="folder name of the prepared corpus")
+    text.add_argument("--train", help="training file (with --valid and --test, instead of --input)")
+    text.add_argument("--valid")
+    text.add_argument("--test")
+    text.add_argument("--split", default="0.9,0.05,0.05", help="--input fractions (default: 0.9,0.05,0.05)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point (`getdata.sh`)."""
+    logging.basicConfig(level=logging.INFO, format="[getdata] %(message)s")
+    args = build_parser().parse_args(argv)
+    names = args.datasets or list(DEFAULT_DATASETS)
+    try:
+        if "text" in names:
+            if names != ["text"] or not args.name:
+                raise ValueError("usage: getdata.sh text --input FILE --name NAME (text cannot be combined)")
+            prepare_text(
+                args.name,
+                args.data_dir,
+                input_path=args.input,
+                train=args.train,
+                valid=args.valid,
+                test=args.test,
+                fractions=[float(x) for x in args.split.split(",")],
+                protocol=args.protocol or "bytes",
+                force=args.force,
+            )
+            return 0
+        unknown = [n for n in names if n not in REGISTRY]
+        if unknown:
+            raise ValueError(f"unknown dataset(s) {', '.join(unknown)}; valid: {', '.join(REGISTRY)}, text")
+        for name in names:
+            prepare_dataset(
+                name,
+                args.data_dir,
+                protocol=args.protocol,
+                mirror=args.mirror,
+                force=args.force,
+                progress=not args.no_progress,
+            )
+    except (ValueError, OSError) as err:
+        logger.error("error: %s", err)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
