@@ -13,6 +13,16 @@ from torch import Tensor
 from .model import InfiniTransformerLM, ModelState
 
 
+def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
+    """Raise ValueError for settings that do not define a distribution."""
+    if not temperature >= 0:  # also catches NaN
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+
+
 def sample_next(
     logits: Tensor,
     *,
@@ -27,19 +37,14 @@ def sample_next(
     ``top_k`` keeps the k most likely tokens; ``top_p`` keeps the smallest set whose probability
     reaches p (nucleus sampling; the most likely token is always kept).
     """
+    check_sampling(temperature, top_k, top_p)
     if greedy or temperature == 0:
         return logits.argmax(dim=-1)
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
     logits = logits.float() / temperature
     if top_k is not None:
-        if top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
         kth = torch.topk(logits, min(top_k, logits.size(-1)), dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p is not None:
-        if not 0 < top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
         sorted_logits, order = logits.sort(dim=-1, descending=True)
         probs = sorted_logits.softmax(dim=-1)
         # drop a token when the tokens ranked above it already reach top_p
@@ -72,6 +77,9 @@ def generate(
     """
     if prompt.dim() != 2 or prompt.size(1) < 1:
         raise ValueError(f"expected a prompt of shape [batch, length >= 1], got {tuple(prompt.shape)}")
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    check_sampling(temperature, top_k, top_p)
     was_training = model.training
     model.eval()
     try:

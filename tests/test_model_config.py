@@ -1,0 +1,123 @@
+"""ModelConfig validation: a bad value raises ValueError naming the field and the rule it breaks."""
+
+from __future__ import annotations
+
+import pytest
+
+from infiniattention import InfiniTransformerLM, ModelConfig
+
+TINY = dict(vocab_size=60, n_layer=2, d_model=32, n_head=2, d_head=16, d_inner=64, segment_len=8,
+            mem_len=8)
+
+
+def config(**overrides) -> ModelConfig:
+    return ModelConfig(**{**TINY, **overrides})
+
+
+def test_tiny_config_is_valid_and_builds_a_model():
+    cfg = config()
+    assert InfiniTransformerLM(cfg).num_parameters() > 0
+
+
+def test_defaults_are_valid():
+    cfg = ModelConfig()
+    assert (cfg.memory, cfg.update, cfg.pos) == ("infini", "delta", "rope")
+
+
+def test_width_need_not_equal_heads_times_head_width():
+    """Like Transformer-XL, d_model and n_head * d_head are independent (2 * 16 != 24)."""
+    cfg = config(d_model=24)
+    assert InfiniTransformerLM(cfg).num_parameters() > 0
+
+
+@pytest.mark.parametrize("field", ["vocab_size", "n_layer", "d_model", "n_head", "d_head", "d_inner",
+                                   "segment_len"])
+@pytest.mark.parametrize("value", [0, -4, 2.0, True])
+def test_sizes_must_be_positive_integers(field, value):
+    with pytest.raises(ValueError, match=rf"model\.{field} must be a positive integer"):
+        config(**{field: value})
+
+
+@pytest.mark.parametrize(("field", "value", "valid"), [
+    ("memory", "compressive", "infini, xl, none"),
+    ("memory", "Infini", "infini, xl, none"),
+    ("update", "gated", "delta, linear"),
+    ("pos", "alibi", "rope, xl, none"),
+    ("activation", "swish", "relu, gelu"),
+])
+def test_unknown_choices_list_the_valid_ones(field, value, valid):
+    with pytest.raises(ValueError, match=rf"model\.{field} must be one of {valid}") as info:
+        config(**{field: value})
+    assert repr(value) in str(info.value)
+
+
+@pytest.mark.parametrize("mem_len", [0, -1])
+def test_xl_needs_positive_mem_len(mem_len):
+    with pytest.raises(ValueError, match=r"model\.mem_len must be a positive integer in xl mode"):
+        config(memory="xl", mem_len=mem_len)
+    config(memory="infini", mem_len=0)  # ignored outside xl mode
+
+
+def test_xl_memory_forces_xl_positions():
+    assert config(memory="xl", pos="rope").pos == "xl"
+
+
+def test_rope_needs_even_head_width():
+    with pytest.raises(ValueError, match=r"model\.d_head must be even for rope positions, got 15"):
+        config(d_head=15, pos="rope")
+    config(d_head=15, pos="none")  # fine without rope
+
+
+def test_xl_positions_need_even_model_width():
+    with pytest.raises(ValueError, match=r"model\.d_model must be even for xl positions, got 33"):
+        config(d_model=33, pos="xl")
+    config(d_model=33, pos="rope")
+
+
+@pytest.mark.parametrize("field", ["dropout", "dropatt"])
+@pytest.mark.parametrize("value", [-0.1, 1.0, 1.5])
+def test_dropout_must_be_in_unit_interval(field, value):
+    with pytest.raises(ValueError, match=rf"model\.{field} must be in \[0, 1\)"):
+        config(**{field: value})
+
+
+@pytest.mark.parametrize("field", ["dropout", "dropatt"])
+def test_dropout_bounds_that_are_valid(field):
+    config(**{field: 0.0})
+    config(**{field: 0.99})
+
+
+@pytest.mark.parametrize("eps", [0.0, -1e-6])
+def test_eps_must_be_positive(eps):
+    with pytest.raises(ValueError, match=r"model\.eps must be > 0"):
+        config(eps=eps)
+
+
+@pytest.mark.parametrize("cutoffs", [[40, 20], [20, 20], [0, 20], [-5, 20]])
+def test_cutoffs_must_increase(cutoffs):
+    with pytest.raises(ValueError, match=r"model\.cutoffs must be strictly increasing positive integers"):
+        config(adaptive=True, cutoffs=cutoffs)
+
+
+@pytest.mark.parametrize("cutoffs", [[20, 60], [20, 70], [60]])
+def test_cutoffs_must_lie_below_vocab_size(cutoffs):
+    with pytest.raises(ValueError, match=r"model\.cutoffs must lie below vocab_size=60"):
+        config(adaptive=True, cutoffs=cutoffs)
+
+
+def test_div_val_at_least_one():
+    with pytest.raises(ValueError, match=r"model\.div_val must be >= 1"):
+        config(adaptive=True, cutoffs=[20, 40], div_val=0)
+
+
+def test_valid_adaptive_config():
+    cfg = config(adaptive=True, cutoffs=[20, 40], div_val=2)
+    assert InfiniTransformerLM(cfg).num_parameters() > 0
+
+
+def test_validate_rechecks_after_mutation():
+    """The model validates its config again, so a field edited after construction is caught."""
+    cfg = config()
+    cfg.memory = "bogus"
+    with pytest.raises(ValueError, match=r"model\.memory must be one of"):
+        InfiniTransformerLM(cfg)
