@@ -217,7 +217,8 @@ class InfiniAttention(nn.Module):
         if L <= N:  # one segment (e.g. generation): only the real queries, no padding
             pos_q = torch.arange(r, L, device=q.device)
             pos_k = torch.arange(L, device=q.device)
-            out = self._attend(q[:, :, None], k_all[:, :, None], v_all[:, :, None], pos_q, pos_k)
+            out = self._attend(q[:, :, None], k_all[:, :, None], v_all[:, :, None], pos_q, pos_k,
+                               aligned=r == 0)
             return out[:, :, 0]
         S = -(-L // N)
         pad = S * N - L

@@ -62,10 +62,12 @@ class XLRelativePosition(nn.Module):
         """The positional term ``(q_i + v) R_{i-j}``, unscaled.
 
         ``q [B, H, S, Nq, d]``, ``q_pos [Nq]``, ``k_pos [Nk]`` -> ``[B, H, S, Nq, Nk]``. Distances of
-        masked pairs (negative) are clamped to 0; the caller masks them.
+        masked pairs (negative) are clamped to 0; the caller masks them. The keys must reach back at
+        least as far as the queries go forward (true of every causal window), so distances are below
+        ``Nk`` and the table size is known without a device sync.
         """
         dist = (q_pos[:, None] - k_pos[None, :]).clamp_min(0)  # [Nq, Nk]
-        n_dist = int(dist.max()) + 1
+        n_dist = k_pos.numel()
         table = torch.arange(n_dist, device=q.device)
         if self.clamp_len > 0:
             table = table.clamp(max=self.clamp_len)
