@@ -115,8 +115,9 @@ def prefix_memories(
         return M, z
     if rule == "delta":
         Ms, zs = [M0], [z0]
-        for s in range(k.size(2)):
-            M_next, z_next = delta_write(Ms[-1], zs[-1], k[:, :, s], v[:, :, s], eps)
+        # unbind, not k[:, :, s]: the backward of S slices would zero-fill S full-size gradients.
+        for k_s, v_s in zip(k.unbind(2), v.unbind(2), strict=True):
+            M_next, z_next = delta_write(Ms[-1], zs[-1], k_s, v_s, eps)
             Ms.append(M_next)
             zs.append(z_next)
         return torch.stack(Ms, dim=2), torch.stack(zs, dim=2)
