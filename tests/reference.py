@@ -1,0 +1,290 @@
+"""Slow float64 reference of Infini-attention (Munkhdalai et al. 2024, arXiv 2404.07143).
+
+Written from the equations alone, independently of ``infiniattention``: explicit loops over
+batch lanes, heads, segments and queries, scalar softmax, per-token outer products for the
+memory writes. It is meant to be obviously right, not fast; use tiny shapes.
+
+Equation numbers are v2 of the paper (v1 in brackets):
+  eq 5       Q = X W_Q, K = X W_K, V = X W_V
+  eq 6       A_dot: causal softmax attention inside the segment (positions: rope | xl | none)
+  eq 7 [3]   A_mem = s(Q) M_{s-1} / max(s(Q) z_{s-1}, eps), s(x) = ELU(x) + 1
+  eq 8 [4]   M_s = M_{s-1} + s(K)^T V;  z_s = z_{s-1} + sum_t s(K_t)
+  eq 9 [5]   M_s = M_{s-1} + s(K)^T (V - s(K) M_{s-1} / max(s(K) z_{s-1}, eps))
+  eq 10 [6]  A = sigmoid(b) A_mem + (1 - sigmoid(b)) A_dot
+  eq 11      O = [A_1; ...; A_H] W_O
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class RefConfig:
+    """Shape and mode of the layer under test (mirrors the InfiniAttention constructor)."""
+
+    d_model: int
+    n_head: int
+    d_head: int
+    segment_len: int
+    update: str = "delta"
+    pos: str = "rope"
+    memory: str = "infini"
+    mem_len: int = 0
+    clamp_len: int = -1
+    eps: float = 1e-6
+
+
+@dataclass
+class RefWeights:
+    """Weights in nn.Linear layout ([out, in]); gate [H]; xl: wr [H*d, d_model], u, v [H, d]."""
+
+    wq: Tensor
+    wk: Tensor
+    wv: Tensor
+    wo: Tensor
+    gate: Tensor | None = None
+    wr: Tensor | None = None
+    u: Tensor | None = None
+    v: Tensor | None = None
+
+
+@dataclass
+class RefOutput:
+    out: Tensor  # [B, T, d_model]: eq 11 applied to the gated heads
+    heads: Tensor  # [B, H, T, d]: A per head after the gate (eq 10)
+    a_mem: Tensor  # [B, H, T, d]: memory branch (zeros when memory != "infini")
+    a_dot: Tensor  # [B, H, T, d]: local branch
+    M: Tensor | None  # [B, H, d, d]: memory after the last COMPLETE segment
+    z: Tensor | None  # [B, H, d]
+    q: Tensor  # [B, H, T, d]: raw projections, for tests that need them
+    k: Tensor
+    v: Tensor
+
+
+def weights_of(layer, dtype=torch.float64, keep_graph: bool = False) -> RefWeights:
+    """Copy a layer's parameters (names from the layer's contract) into a RefWeights."""
+
+    def take(t):
+        if t is None:
+            return None
+        return t.to(dtype) if keep_graph else t.detach().to(dtype).clone()
+
+    xl = getattr(layer, "xl_pos", None)
+    gate = getattr(layer, "gate", None)
+    return RefWeights(
+        wq=take(layer.q_proj.weight),
+        wk=take(layer.k_proj.weight),
+        wv=take(layer.v_proj.weight),
+        wo=take(layer.o_proj.weight),
+        gate=take(gate) if isinstance(gate, torch.Tensor) else None,
+        wr=take(xl.r_proj.weight) if xl is not None else None,
+        u=take(xl.r_w_bias) if xl is not None else None,
+        v=take(xl.r_r_bias) if xl is not None else None,
+    )
+
+
+# ----------------------------------------------------------------------------- small pieces
+
+
+def sigma(x: Tensor) -> Tensor:
+    """s(x) = ELU(x) + 1, written out: x + 1 for x > 0, exp(x) otherwise."""
+    return torch.where(x > 0, x + 1.0, torch.exp(torch.clamp(x, max=0.0)))
+
+
+def rope_rotate(x: Tensor, t: int, base: float = 10000.0) -> Tensor:
+    """Rotate-half RoPE of one vector x [d] at offset t: [x1 cos - x2 sin, x2 cos + x1 sin]."""
+    d = x.shape[-1]
+    half = d // 2
+    first, second = [], []
+    for i in range(half):
+        angle = t * base ** (-2.0 * i / d)
+        c, s = math.cos(angle), math.sin(angle)
+        first.append(x[i] * c - x[i + half] * s)
+        second.append(x[i + half] * c + x[i] * s)
+    return torch.stack(first + second)
+
+
+def xl_sinusoid(dist: int, d_model: int, dtype=torch.float64) -> Tensor:
+    """Transformer-XL R0[dist] = [sin(dist f_i)]_i ++ [cos(dist f_i)]_i, f_i = 10000^(-2i/d_model)."""
+    half = d_model // 2
+    sins = [math.sin(dist * 10000.0 ** (-2.0 * i / d_model)) for i in range(half)]
+    coss = [math.cos(dist * 10000.0 ** (-2.0 * i / d_model)) for i in range(half)]
+    return torch.tensor(sins + coss, dtype=dtype)
+
+
+def segment_start(p: int, n: int) -> int:
+    """a(p): first position of the segment holding p (segments fixed by absolute position)."""
+    return (p // n) * n
+
+
+def softmax_list(scores: list[Tensor]) -> list[Tensor]:
+    """Softmax of a list of 0-d tensors, max-subtracted."""
+    m = max(float(s.detach()) for s in scores)
+    e = [torch.exp(s - m) for s in scores]
+    tot = e[0]
+    for x in e[1:]:
+        tot = tot + x
+    return [x / tot for x in e]
+
+
+# ----------------------------------------------------------------------------- branches
+
+
+def split_heads(y: Tensor, n_head: int, d_head: int) -> Tensor:
+    """[B, T, H*d] -> [B, H, T, d]: head h owns columns h*d:(h+1)*d (head-major blocks)."""
+    return torch.stack([y[:, :, h * d_head : (h + 1) * d_head] for h in range(n_head)], dim=1)
+
+
+def local_branch(x: Tensor, q: Tensor, k: Tensor, v: Tensor, cfg: RefConfig, w: RefWeights) -> Tensor:
+    """A_dot (eq 6), one query at a time. q, k, v [B, H, T, d]; returns [B, H, T, d]."""
+    bsz, n_head, t_len, d = q.shape
+    n = cfg.segment_len
+    pos = "xl" if cfg.memory == "xl" else cfg.pos
+    scale = 1.0 / math.sqrt(d)
+    r_heads = {}  # dist -> [H, d]: r_proj(R0[dist]) split per head
+    rows = []
+    for b in range(bsz):
+        head_rows = []
+        for h in range(n_head):
+            q_rows = []
+            for p in range(t_len):
+                a = segment_start(p, n)
+                lo = max(0, a - cfg.mem_len) if cfg.memory == "xl" else a
+                scores = []
+                for j in range(lo, p + 1):
+                    if pos == "none":
+                        s = torch.dot(q[b, h, p], k[b, h, j])
+                    elif pos == "rope":
+                        s = torch.dot(rope_rotate(q[b, h, p], p - a), rope_rotate(k[b, h, j], j - a))
+                    elif pos == "xl":
+                        dist = p - j
+                        if cfg.clamp_len > 0:
+                            dist = min(dist, cfg.clamp_len)
+                        if dist not in r_heads:
+                            r0 = xl_sinusoid(dist, cfg.d_model, dtype=x.dtype)
+                            r_heads[dist] = (w.wr @ r0).reshape(n_head, d)
+                        r = r_heads[dist][h]
+                        s = torch.dot(q[b, h, p] + w.u[h], k[b, h, j]) + torch.dot(q[b, h, p] + w.v[h], r)
+                    else:
+                        raise ValueError(pos)
+                    scores.append(s * scale)
+                probs = softmax_list(scores)
+                acc = torch.zeros_like(v[b, h, 0])
+                for pr, j in zip(probs, range(lo, p + 1), strict=True):
+                    acc = acc + pr * v[b, h, j]
+                q_rows.append(acc)
+            head_rows.append(torch.stack(q_rows))
+        rows.append(torch.stack(head_rows))
+    return torch.stack(rows)
+
+
+def memory_read_one(qv: Tensor, mem: Tensor, z: Tensor, eps: float) -> Tensor:
+    """Eq 7 for one query vector: s(q) M / max(s(q) . z, eps)."""
+    sq = sigma(qv)
+    return (sq @ mem) / torch.clamp(torch.dot(sq, z), min=eps)
+
+
+def memory_write(ks: Tensor, vs: Tensor, mem: Tensor, z: Tensor, update: str, eps: float):
+    """Eq 8 (linear) or eq 9 (delta) for one segment's keys ks [n, dk], values vs [n, dv].
+
+    Every token of the segment retrieves from the OLD memory (M_{s-1}, z_{s-1}); the sum of outer
+    products is then added. Returns (M_s, z_s).
+    """
+    new_m = mem
+    new_z = z
+    for t in range(ks.shape[0]):
+        sk = sigma(ks[t])
+        if update == "linear":
+            val = vs[t]
+        elif update == "delta":
+            val = vs[t] - (sk @ mem) / torch.clamp(torch.dot(sk, z), min=eps)
+        else:
+            raise ValueError(update)
+        new_m = new_m + torch.outer(sk, val)
+        new_z = new_z + sk
+    return new_m, new_z
+
+
+def memory_branch(q: Tensor, k: Tensor, v: Tensor, cfg: RefConfig):
+    """A_mem for every query (eq 7) with the memory of the segments before it; writes (eqs 8/9)
+    only after a segment is complete. Returns (A_mem [B, H, T, dv], M [B, H, dk, dv], z [B, H, dk])."""
+    bsz, n_head, t_len, dk = q.shape
+    dv = v.shape[-1]
+    n = cfg.segment_len
+    n_complete = t_len // n
+    n_seg = -(-t_len // n)
+    outs, ms, zs = [], [], []
+    for b in range(bsz):
+        h_out, h_m, h_z = [], [], []
+        for h in range(n_head):
+            mem = q.new_zeros(dk, dv)
+            z = q.new_zeros(dk)
+            rows = []
+            for s in range(n_seg):
+                lo, hi = s * n, min((s + 1) * n, t_len)
+                for p in range(lo, hi):
+                    rows.append(memory_read_one(q[b, h, p], mem, z, cfg.eps))
+                if s < n_complete:
+                    mem, z = memory_write(k[b, h, lo:hi], v[b, h, lo:hi], mem, z, cfg.update, cfg.eps)
+            h_out.append(torch.stack(rows))
+            h_m.append(mem)
+            h_z.append(z)
+        outs.append(torch.stack(h_out))
+        ms.append(torch.stack(h_m))
+        zs.append(torch.stack(h_z))
+    return torch.stack(outs), torch.stack(ms), torch.stack(zs)
+
+
+# ----------------------------------------------------------------------------- the layer
+
+
+def reference_forward(x: Tensor, cfg: RefConfig, w: RefWeights, branch: str = "gated") -> RefOutput:
+    """The whole layer on a stream x [B, T, d_model] that starts at position 0.
+
+    branch: "gated" (eq 10), "memory" (A = A_mem only) or "local" (A = A_dot only).
+    """
+    hd = cfg.d_head
+    q = split_heads(x @ w.wq.T, cfg.n_head, hd)  # eq 5
+    k = split_heads(x @ w.wk.T, cfg.n_head, hd)
+    v = split_heads(x @ w.wv.T, cfg.n_head, hd)
+
+    a_dot = local_branch(x, q, k, v, cfg, w)
+    if cfg.memory == "infini":
+        a_mem, mem, z = memory_branch(q, k, v, cfg)
+        heads_list = []
+        for h in range(cfg.n_head):
+            g = torch.sigmoid(w.gate[h])
+            if branch == "gated":
+                heads_list.append(g * a_mem[:, h] + (1 - g) * a_dot[:, h])
+            elif branch == "memory":
+                heads_list.append(a_mem[:, h])
+            elif branch == "local":
+                heads_list.append(a_dot[:, h])
+            else:
+                raise ValueError(branch)
+        heads = torch.stack(heads_list, dim=1)
+    else:
+        a_mem, mem, z = torch.zeros_like(a_dot), None, None
+        heads = a_dot
+
+    concat = torch.cat([heads[:, h] for h in range(cfg.n_head)], dim=-1)  # [B, T, H*d]
+    out = concat @ w.wo.T  # eq 11
+    return RefOutput(out=out, heads=heads, a_mem=a_mem, a_dot=a_dot, M=mem, z=z, q=q, k=k, v=v)
+
+
+def linear_attention_read(qv: Tensor, ks: Tensor, vs: Tensor) -> Tensor:
+    """Normalised linear attention of one query over keys ks [n, d], values vs [n, dv]:
+    sum_j s(q).s(k_j) v_j / sum_j s(q).s(k_j) -- what the linear-rule memory read must equal."""
+    sq = sigma(qv)
+    num = torch.zeros_like(vs[0])
+    den = qv.new_zeros(())
+    for j in range(ks.shape[0]):
+        wgt = torch.dot(sq, sigma(ks[j]))
+        num = num + wgt * vs[j]
+        den = den + wgt
+    return num / den
