@@ -1,0 +1,322 @@
+"""Run configuration: nested dataclasses (model, data, optim, train, eval) filled from YAML and `--set`.
+
+Every field carries a docstring; values are checked where they enter (`__post_init__`), and a key that
+does not exist or a value of the wrong type is an error that names the key, lists the valid ones and
+suggests the closest (difflib).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import ModelConfig
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+OPTIMIZERS = ("adamw", "adafactor")
+SCHEDULES = ("cosine", "constant")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class ConfigError(ValueError):
+    """A configuration key or value the user must fix."""
+
+
+@dataclass
+class DataConfig:
+    """Which corpus, and how it is cut into lanes and steps."""
+
+    dataset: str = "enwik8"
+    """Prepared corpus folder under `data_dir` (`bash getdata.sh NAME` creates it)."""
+    data_dir: str = "data"
+    """Root folder of the prepared corpora."""
+    batch_size: int = 22
+    """Global number of lanes (contiguous streams); divided among DDP ranks and `train.grad_accum`."""
+    tgt_len: int = 512
+    """Tokens per lane per optimizer step; gradients flow through the memory across all of them. Any
+    positive integer works (segment boundaries are fixed by stream position and the model carries an
+    unfinished segment over), but a multiple of `model.segment_len` wastes no compute on partial
+    segments."""
+    roll_seed: int | None = None
+    """Rotate the training stream by a seeded offset at every epoch (None: Transformer-XL's fixed lanes)."""
+
+    def __post_init__(self) -> None:
+        _positive_int("data", "batch_size", self.batch_size)
+        _positive_int("data", "tgt_len", self.tgt_len)
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer, learning-rate schedule and gradient clipping."""
+
+    name: str = "adamw"
+    """adamw (torch.optim.AdamW) or adafactor (torch.optim.Adafactor, the paper's choice)."""
+    lr: float = 2.5e-4
+    """Peak learning rate."""
+    weight_decay: float = 0.0
+    """Decoupled weight decay; never applied to norms, biases or the memory gates."""
+    beta1: float = 0.9
+    """AdamW beta1."""
+    beta2: float = 0.999
+    """AdamW beta2."""
+    eps: float = 1e-8
+    """AdamW epsilon."""
+    gate_lr_mult: float = 1.0
+    """Learning-rate multiplier of the per-head gate logits b (eq. 10), which sit in their own group."""
+    schedule: str = "cosine"
+    """cosine: linear warm-up then cosine decay to `eta_min`; constant: warm-up then `lr`."""
+    warmup_steps: int = 0
+    """Linear warm-up from 0 to `lr` over this many steps."""
+    decay_steps: int | None = None
+    """Step at which the cosine reaches `eta_min` (None: `train.max_steps`)."""
+    eta_min: float = 0.0
+    """Final learning rate of the cosine schedule."""
+    clip: float = 0.25
+    """Clip the global gradient norm to this value (0: no clipping, the norm is still logged)."""
+
+    def __post_init__(self) -> None:
+        _choice("optim", "name", self.name, OPTIMIZERS)
+        _choice("optim", "schedule", self.schedule, SCHEDULES)
+        for name in ("lr", "weight_decay", "eps", "gate_lr_mult", "eta_min", "clip"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"optim.{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.decay_steps is not None:
+            _positive_int("optim", "decay_steps", self.decay_steps)
+
+
+@dataclass
+class TrainConfig:
+    """The training loop: length, precision, devices, intervals and safety limits."""
+
+    max_steps: int = 400_000
+    """Optimizer steps in all (a resumed run continues up to this step)."""
+    grad_accum: int = 1
+    """Split each rank's lanes into this many micro-batches (Transformer-XL's batch_chunk); each keeps
+    its own memory state and gradients are accumulated before one optimizer step."""
+    precision: str = "fp32"
+    """fp32, bf16 (autocast) or fp16 (autocast + GradScaler). Memory state stays float32 regardless."""
+    compile: bool = False
+    """Run the model through torch.compile."""
+    device: str = "auto"
+    """auto (cuda when available, else cpu), cpu or cuda. Under torchrun each rank uses cuda:LOCAL_RANK."""
+    seed: int = 1111
+    """Seed of the initialisation; rank r seeds its dropout streams with seed + r."""
+    log_interval: int = 100
+    """Steps between log lines, metrics.jsonl records and TensorBoard scalars."""
+    eval_interval: int = 4000
+    """Steps between validations (0: only at the end)."""
+    ckpt_interval: int = 4000
+    """Steps between checkpoints (0: only at the end or on SIGTERM)."""
+    keep_last: int = 3
+    """Periodic checkpoints to keep (best.pt is kept in addition)."""
+    max_bad_steps: int = 10
+    """Stop the run after more than this many consecutive steps with a non-finite loss or gradient."""
+    find_unused_parameters: bool = False
+    """Passed to DistributedDataParallel (needed only when some parameters get no gradient)."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "grad_accum", "log_interval", "keep_last"):
+            _positive_int("train", name, getattr(self, name))
+        for name in ("eval_interval", "ckpt_interval", "max_bad_steps"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)!r}")
+        _choice("train", "precision", self.precision, PRECISIONS)
+        _choice("train", "device", self.device, DEVICES)
+
+
+@dataclass
+class EvalConfig:
+    """Validation during training and the defaults of eval.py."""
+
+    batch_size: int = 1
+    """Lanes of the evaluated stream. 1 streams the whole split with one memory (the most faithful
+    number); more lanes are faster but each lane starts with an empty memory."""
+    tgt_len: int | None = None
+    """Tokens per lane per forward call (None: data.tgt_len). The model carries its state across calls,
+    so the result does not depend on it up to float rounding."""
+    max_tokens: int | None = None
+    """Cap on the tokens of each periodic validation (None: the whole valid split)."""
+    test_max_tokens: int | None = None
+    """Cap on the tokens of the final test evaluation (None: the whole test split)."""
+
+    def __post_init__(self) -> None:
+        _positive_int("eval", "batch_size", self.batch_size)
+        for name in ("tgt_len", "max_tokens", "test_max_tokens"):
+            if getattr(self, name) is not None:
+                _positive_int("eval", name, getattr(self, name))
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs; written resolved to `config.yaml` and into every checkpoint."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """Model shape and behaviour (`vocab_size` is set from the corpus vocabulary)."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Corpus and batching."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """Optimizer and schedule."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Training loop."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Evaluation."""
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Plain nested dict (YAML- and `weights_only`-safe)."""
+        return dataclasses.asdict(self)
+
+
+SECTIONS: dict[str, type] = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "optim": OptimConfig,
+    "train": TrainConfig,
+    "eval": EvalConfig,
+}
+
+
+def _positive_int(section: str, name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{section}.{name} must be a positive integer, got {value!r}")
+
+
+def _choice(section: str, name: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ConfigError(f"{section}.{name} must be one of {', '.join(valid)}; got {value!r}")
+
+
+def _unknown(kind: str, key: str, valid: list[str]) -> ConfigError:
+    prefix, _, last = key.rpartition(".")
+    close = difflib.get_close_matches(last, valid, n=1)
+    hint = f" (did you mean {(prefix + '.' if prefix else '') + close[0]!r}?)" if close else ""
+    return ConfigError(f"unknown config {kind} {key!r}{hint}; valid: {', '.join(valid)}")
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """`value` checked against the annotation `tp`; ints become floats for float fields, and strings such
+    as "1e-3" (which YAML 1.1 reads as text) become floats too."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(key, value, arg)
+            except ConfigError as err:
+                errors.append(err)
+        raise ConfigError(f"{key} must be {_type_name(tp)}, got {value!r}")
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be {_type_name(tp)}, got {value!r}")
+        (item,) = typing.get_args(tp) or (Any,)
+        return [_coerce(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"{key} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _build_section(name: str, values: dict[str, Any]) -> Any:
+    cls = SECTIONS[name]
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in hints:
+            raise _unknown("key", f"{name}.{key}", valid)
+        kwargs[key] = _coerce(f"{name}.{key}", value, hints[key])
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except ValueError as err:  # ModelConfig raises plain ValueError
+        raise ConfigError(str(err)) from err
+
+
+def config_from_dict(d: dict[str, Any] | None) -> RunConfig:
+    """A validated RunConfig from a nested dict (missing keys keep their defaults)."""
+    d = d or {}
+    if not isinstance(d, dict):
+        raise ConfigError(f"a config must be a mapping of sections, got {type(d).__name__}")
+    for section, values in d.items():
+        if section not in SECTIONS:
+            raise _unknown("section", str(section), list(SECTIONS))
+        if values is not None and not isinstance(values, dict):
+            raise ConfigError(f"config section {section!r} must be a mapping, got {values!r}")
+    return RunConfig(**{name: _build_section(name, d.get(name) or {}) for name in SECTIONS})
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`section.key=value` -> (["section", "key"], value parsed with yaml.safe_load)."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects section.key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    parts = key.strip().split(".")
+    if len(parts) != 2 or not all(parts):
+        raise ConfigError(f"--set key must be section.key (e.g. optim.lr), got {key!r}")
+    return parts, yaml.safe_load(raw) if raw.strip() else None
+
+
+def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """A copy of the nested dict `d` with every `section.key=value` applied in order."""
+    out = {k: dict(v or {}) for k, v in d.items()}
+    for text in overrides:
+        (section, key), value = parse_override(text)
+        if section not in SECTIONS:
+            raise _unknown("section", section, list(SECTIONS))
+        out.setdefault(section, {})[key] = value
+    return out
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    """The config of YAML file `path` (None: all defaults) with `--set` overrides applied."""
+    d: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} not found")
+        d = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(d, dict):
+            raise ConfigError(f"{path}: a config must be a mapping of sections")
+        for section in d:
+            if section not in SECTIONS:
+                raise _unknown("section", str(section), list(SECTIONS))
+    return config_from_dict(apply_overrides(d, overrides or []))
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML (loadable again with `load_config`)."""
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")

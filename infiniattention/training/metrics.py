@@ -1,0 +1,99 @@
+"""What a user sees: `logging` (console via tqdm + train.log), metrics.jsonl and TensorBoard scalars."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+LOGGER_NAME = "infiniattention"
+LN2 = math.log(2.0)
+
+
+def quality(nll: float, vocab_kind: str) -> tuple[str, float]:
+    """("bpc", nats / ln 2) for byte and char vocabularies, ("ppl", exp(nats)) for word vocabularies."""
+    if vocab_kind == "word":
+        return "ppl", math.exp(min(nll, 700.0))
+    return "bpc", nll / LN2
+
+
+class TqdmHandler(logging.Handler):
+    """Log lines printed above the progress bar instead of through it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record))
+        except Exception:
+            self.handleError(record)
+
+
+def setup_logging(run_dir: Path | None, is_main: bool) -> logging.Logger:
+    """The package logger: INFO on rank 0 (console and `run_dir/train.log`), WARNING elsewhere."""
+    logger = logging.getLogger(LOGGER_NAME)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    logger.setLevel(logging.INFO if is_main else logging.WARNING)
+    logger.propagate = False
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
+    console = TqdmHandler()
+    console.setFormatter(fmt)
+    logger.addHandler(console)
+    if is_main and run_dir is not None:
+        file_handler = logging.FileHandler(Path(run_dir) / "train.log", encoding="utf-8")
+        file_handler.setFormatter(fmt)
+        logger.addHandler(file_handler)
+    return logger
+
+
+def close_logging() -> None:
+    logger = logging.getLogger(LOGGER_NAME)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+
+
+class MetricsWriter:
+    """metrics.jsonl (one JSON object per record) and TensorBoard scalars, on rank 0 only."""
+
+    def __init__(self, run_dir: Path, enabled: bool) -> None:
+        self.enabled = enabled
+        self._jsonl = None
+        self._tb = None
+        if enabled:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._jsonl = open(Path(run_dir) / "metrics.jsonl", "a", encoding="utf-8")
+            self._tb = SummaryWriter(log_dir=str(run_dir))
+
+    def record(self, kind: str, step: int, values: dict[str, Any]) -> None:
+        """One jsonl line {"kind", "step", "time", **values}."""
+        if not self.enabled:
+            return
+        line = {"kind": kind, "step": step, "time": round(time.time(), 3), **values}
+        self._jsonl.write(json.dumps(line) + "\n")
+        self._jsonl.flush()
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        """TensorBoard scalars by tag ("train/loss", "gate/layer0/head3", ...)."""
+        if not self.enabled:
+            return
+        for tag, value in values.items():
+            if value is not None and math.isfinite(value):
+                self._tb.add_scalar(tag, value, step)
+
+    def flush(self) -> None:
+        if self.enabled:
+            self._tb.flush()
+            self._jsonl.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self._tb.close()
+            self._jsonl.close()
+            self.enabled = False

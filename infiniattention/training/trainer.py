@@ -1,0 +1,489 @@
+"""The training loop: segment recurrence across steps, DDP, mixed precision, exact resume, pre-emption.
+
+One optimizer step feeds `data.tgt_len` tokens of every lane (several segments, gradients through the
+memory); the state is detached and carried to the next step, as Transformer-XL carries its cache. Each
+rank owns its lanes and their memory; with `train.grad_accum > 1` the rank's lanes are split into that
+many micro-batches, each with its own memory state, and gradients are accumulated (DDP `no_sync`)
+before one step.
+
+Decisions the spec left open (see docs/training.md):
+- A non-finite loss (or, outside fp16, a non-finite gradient norm) skips the step: no optimizer update,
+  the memory state is kept from before the step, but the stream and the step counter advance (the
+  batch is consumed). More than `train.max_bad_steps` in a row stop the run without writing a
+  checkpoint, so the last good one stays the newest.
+- At the start of every epoch (after the first) the memory is reset: the lanes restart elsewhere in
+  the stream, so the old memory describes text that no longer precedes them.
+- The final test evaluation uses the weights of `best.pt` when a validation ever ran.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from data_utils.corpus import get_corpus
+from data_utils.iterators import LMOrderedIterator
+
+from ..model import InfiniTransformerLM, ModelState
+from . import checkpoint as ckpt_io
+from .config import RunConfig, save_config
+from .distributed import DistEnv, all_reduce_sum, barrier, gather_to_main, setup
+from .evaluate import EvalResult, evaluate
+from .metrics import MetricsWriter, quality, setup_logging
+from .optim import build_optimizer, lr_at, set_lr
+
+# Test hook: a comma-separated list of step numbers whose loss is replaced by NaN (on rank 0).
+NAN_STEPS_ENV = "INFINIATTENTION_NAN_STEPS"
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class TrainingError(RuntimeError):
+    """The run cannot continue (e.g. too many non-finite steps in a row)."""
+
+
+class Trainer:
+    """Builds everything a run needs from a RunConfig, resumes if asked, and runs `fit()`."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        run_dir: str | Path,
+        *,
+        resume: str = "auto",
+        command: str | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.env: DistEnv = setup(cfg.train.device)
+        self.run_dir = Path(run_dir)
+        if self.env.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        barrier()
+        self.log = setup_logging(self.run_dir, self.env.is_main)
+        self.command = command or "python train.py"
+        self.progress = progress and self.env.is_main
+        self.device = self.env.device
+
+        self.corpus = get_corpus(cfg.data.data_dir, cfg.data.dataset)
+        self.vocab = self.corpus.vocab
+        cfg = replace(cfg, model=replace(cfg.model, vocab_size=len(self.vocab)))
+        self.cfg = cfg
+        self._check_batching()
+
+        ckpt_io.seed_all(cfg.train.seed)  # the same initial weights on every rank
+        self.model = InfiniTransformerLM(cfg.model).to(self.device)
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.precision == "fp16")
+        self.train_iter = LMOrderedIterator(
+            self.corpus.train, cfg.data.batch_size, cfg.data.tgt_len, rank=self.env.rank,
+            world_size=self.env.world_size, device=self.device, roll_seed=cfg.data.roll_seed,
+        )
+        self.states = self._fresh_states()
+        self.step = 0
+        self.tokens_seen = 0
+        self.best_val = math.inf
+        self.bad_steps = 0
+        self.metric_name = quality(0.0, self.vocab.kind)[0]
+        self._last_saved_step = -1
+        self._stop_signal: int | None = None
+        self._nan_steps = {int(s) for s in os.environ.get(NAN_STEPS_ENV, "").split(",") if s.strip()}
+
+        resumed = self._resume(resume)
+        if not resumed:
+            ckpt_io.seed_all(cfg.train.seed + self.env.rank)  # each rank its own dropout stream
+        self.fwd = self._wrap()
+        self.writer = MetricsWriter(self.run_dir, self.env.is_main)
+        if self.env.is_main:
+            save_config(cfg, self.run_dir / "config.yaml")
+        n_params = self.model.num_parameters()
+        self.log.info(
+            "%s: %s | %d ranks on %s | model %.2fM parameters (%s memory) | %d lanes x %d tokens per step",
+            self.run_dir, self.corpus, self.env.world_size, self.device, n_params / 1e6, cfg.model.memory,
+            cfg.data.batch_size, cfg.data.tgt_len,
+        )
+
+    # --------------------------------------------------------------------------------------------
+    # Setup helpers.
+
+    def _check_batching(self) -> None:
+        b, w, a = self.cfg.data.batch_size, self.env.world_size, self.cfg.train.grad_accum
+        if b % (w * a):
+            raise ValueError(
+                f"data.batch_size={b} must be divisible by world_size x train.grad_accum = {w} x {a}"
+            )
+        self.local_lanes = b // w
+        self.chunk_lanes = self.local_lanes // a
+
+    def _fresh_states(self) -> list[ModelState]:
+        n = self.cfg.train.grad_accum
+        return [self.model.init_state(self.chunk_lanes, self.device) for _ in range(n)]
+
+    def _wrap(self) -> torch.nn.Module:
+        module: torch.nn.Module = self.model
+        if self.env.enabled:
+            module = DDP(
+                module, device_ids=[self.env.local_rank] if self.device.type == "cuda" else None,
+                find_unused_parameters=self.cfg.train.find_unused_parameters,
+            )
+        self.ddp = module if isinstance(module, DDP) else None
+        if self.cfg.train.compile:
+            module = torch.compile(module)
+        return module
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast for bf16/fp16 (memory state stays float32 inside the model); nothing for fp32."""
+        dtype = _DTYPES.get(self.cfg.train.precision)
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    # --------------------------------------------------------------------------------------------
+    # Checkpoints.
+
+    def _resume(self, resume: str) -> bool:
+        """Load a checkpoint per `resume` ("auto", "never" or a path); True when one was loaded."""
+        if resume == "never":
+            return False
+        if resume == "auto":
+            found = ckpt_io.find_resumable(self.run_dir, map_location="cpu")
+            if found is None:
+                return False
+            path, ckpt = found
+        else:
+            path = Path(resume)
+            ckpt = ckpt_io.load(path, map_location="cpu")
+        ckpt_io.check_compatible(ckpt, asdict(self.cfg.model), self.vocab.digest(), path)
+        self._load(ckpt, path)
+        self.log.info("resumed from %s at step %d (%d tokens seen)", path, self.step, self.tokens_seen)
+        return True
+
+    def _load(self, ckpt: dict[str, Any], path: Path) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        fresh_groups = [dict(g) for g in self.optimizer.param_groups]
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        for group, fresh in zip(self.optimizer.param_groups, fresh_groups, strict=True):
+            # the current config's decay and multipliers win over the saved ones
+            group["weight_decay"], group["lr_mult"] = fresh["weight_decay"], fresh["lr_mult"]
+        self.scaler.load_state_dict(ckpt["scaler"])
+        try:
+            self.train_iter.load_state_dict(ckpt["iterator"])
+        except ValueError as err:
+            raise ckpt_io.CheckpointError(f"{path}: {err}") from err
+        self.step = int(ckpt["step"])
+        self.tokens_seen = int(ckpt["tokens_seen"])
+        self.best_val = float(ckpt["best_val"])
+        self._last_saved_step = self.step
+
+        full = ModelState.from_state_dict(ckpt["memory"])
+        if full.batch_size != self.cfg.data.batch_size:
+            raise ckpt_io.CheckpointError(
+                f"{path} holds the memory of {full.batch_size} lanes but data.batch_size is "
+                f"{self.cfg.data.batch_size}: resume with the same global batch size"
+            )
+        # Re-shard by lanes: works for any world size and grad_accum dividing the global batch.
+        start, n = self.env.rank * self.local_lanes, self.chunk_lanes
+        self.states = [
+            full.select_lanes(start + i * n, start + (i + 1) * n).to(self.device)
+            for i in range(self.cfg.train.grad_accum)
+        ]
+        rng = ckpt["rng"]
+        if len(rng) == self.env.world_size:
+            ckpt_io.restore_rng(rng[self.env.rank])
+        else:
+            self.log.warning(
+                "%s was written by %d ranks, this run has %d: memory and data position are re-sharded "
+                "exactly, but dropout streams are re-seeded (the continuation is not bit-for-bit)",
+                path, len(rng), self.env.world_size,
+            )
+            ckpt_io.seed_all(self.cfg.train.seed + 7919 * self.step + self.env.rank)
+
+    def save_checkpoint(self, names: list[str]) -> None:
+        """Gather every rank's memory and RNG state and write them (rank 0) under each of `names`."""
+        local = ModelState.cat_lanes(self.states).state_dict()
+        local = {k: v.detach().cpu() for k, v in local.items()}
+        gathered = gather_to_main({"memory": local, "rng": ckpt_io.capture_rng()}, self.env)
+        if self.env.is_main:
+            memory = ModelState.cat_lanes([ModelState.from_state_dict(g["memory"]) for g in gathered])
+            ckpt = {
+                "format_version": ckpt_io.FORMAT_VERSION,
+                "step": self.step,
+                "tokens_seen": self.tokens_seen,
+                "best_val": self.best_val,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "iterator": self.train_iter.state_dict(),
+                "memory": memory.state_dict(),
+                "rng": [g["rng"] for g in gathered],
+                "world_size": self.env.world_size,
+                "config": self.cfg.to_dict(),
+                "dataset": self.corpus.name,
+                "vocab": self.vocab.to_dict(),
+                "vocab_digest": self.vocab.digest(),
+                "versions": ckpt_io.versions(),
+            }
+            for name in names:
+                ckpt_io.save_atomic(ckpt, self.run_dir / name)
+            ckpt_io.rotate(self.run_dir, self.cfg.train.keep_last)
+            self.log.info("checkpoint step %d -> %s", self.step, ", ".join(names))
+        self._last_saved_step = self.step
+        barrier()
+
+    # --------------------------------------------------------------------------------------------
+    # The step.
+
+    def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, bool]]:
+        """(x, y, epoch_start) forever; the iterator's position is what checkpoints record."""
+        while True:
+            fresh = self.train_iter.position in (0, self.train_iter.n_targets)
+            for i, (x, y) in enumerate(self.train_iter):
+                yield x, y, fresh and i == 0
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float, bool]:
+        """Forward/backward every micro-batch, then one optimizer step if loss and gradients are finite.
+
+        Returns (mean loss over all ranks, gradient norm, whether the step was taken).
+        """
+        self.optimizer.zero_grad(set_to_none=True)
+        n = len(self.states)
+        loss_sum = torch.zeros((), device=self.device, dtype=torch.float32)
+        new_states = []
+        for i, state in enumerate(self.states):
+            lanes = slice(i * self.chunk_lanes, (i + 1) * self.chunk_lanes)
+            sync = self.ddp is None or i == n - 1
+            with contextlib.nullcontext() if sync else self.ddp.no_sync():
+                with self.autocast():
+                    out = self.fwd(x[lanes], targets=y[lanes], state=state)
+                loss = out.loss.float() / n
+                if self.step in self._nan_steps and self.env.is_main:
+                    loss = loss * float("nan")
+                self.scaler.scale(loss).backward()
+            loss_sum += loss.detach()
+            new_states.append(out.state.detach())
+        self.scaler.unscale_(self.optimizer)
+        clip = self.cfg.optim.clip if self.cfg.optim.clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        # Every rank must take the same decision: reduce the loss (and the norm, already synced by DDP).
+        stats = torch.stack([loss_sum, grad_norm.detach().float().to(self.device)])
+        all_reduce_sum(stats)
+        loss_val = stats[0].item() / self.env.world_size
+        norm_val = stats[1].item() / self.env.world_size
+        ok = math.isfinite(loss_val) and (self.scaler.is_enabled() or math.isfinite(norm_val))
+        if ok:
+            self.scaler.step(self.optimizer)
+            self.states = new_states
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_val, norm_val, ok
+
+    # --------------------------------------------------------------------------------------------
+    # The loop.
+
+    def fit(self) -> dict[str, Any]:
+        """Train to `train.max_steps` (or until SIGTERM/SIGINT); returns the final metrics."""
+        tc = self.cfg.train
+        restore = self._install_signals()
+        bar = tqdm(total=tc.max_steps, initial=self.step, disable=not self.progress, dynamic_ncols=True,
+                   desc="train")
+        result: dict[str, Any] = {"step": self.step}
+        window = _Window()
+        batches = self._batches()
+        try:
+            self.model.train()
+            while self.step < tc.max_steps:
+                x, y, epoch_start = next(batches)
+                if epoch_start and self.step > 0:
+                    self.states = self._fresh_states()
+                lr = lr_at(self.step, self.cfg.optim, tc.max_steps)
+                set_lr(self.optimizer, lr)
+                loss, grad_norm, ok = self.train_step(x, y)
+                self.step += 1
+                n_tokens = y.numel() * self.env.world_size
+                self.tokens_seen += n_tokens
+                window.add(loss if ok else None, grad_norm, n_tokens)
+                if ok:
+                    self.bad_steps = 0
+                else:
+                    self._bad_step(loss, grad_norm)
+                bar.update(1)
+                if ok:
+                    metric = f"{quality(loss, self.vocab.kind)[1]:.3f}"
+                    bar.set_postfix(loss=f"{loss:.3f}", **{self.metric_name: metric},
+                                    tok_s=f"{window.tokens_per_s():.0f}", lr=f"{lr:.2e}", refresh=False)
+                if self.step % tc.log_interval == 0 or self.step == tc.max_steps:
+                    self._log_train(window, lr)
+                    window = _Window()
+                if tc.eval_interval and self.step % tc.eval_interval == 0 or self.step == tc.max_steps:
+                    result["valid"] = self._validate()
+                if tc.ckpt_interval and self.step % tc.ckpt_interval == 0 or self.step == tc.max_steps:
+                    self.save_checkpoint([ckpt_io.ckpt_path(self.run_dir, self.step).name])
+                if self._stop_requested():
+                    bar.close()
+                    if self._last_saved_step != self.step:
+                        self.save_checkpoint([ckpt_io.ckpt_path(self.run_dir, self.step).name])
+                    self.log.info(
+                        "stopped by signal %s at step %d; checkpoint saved. Resume with:\n    %s",
+                        signal.Signals(self._stop_signal).name, self.step, self.command,
+                    )
+                    result.update(step=self.step, stopped=True)
+                    return result
+            bar.close()
+            if self._last_saved_step != self.step:
+                self.save_checkpoint([ckpt_io.ckpt_path(self.run_dir, self.step).name])
+            result["test"] = self._test()
+            result["step"] = self.step
+            return result
+        finally:
+            bar.close()
+            restore()
+            self.writer.close()
+
+    def _bad_step(self, loss: float, grad_norm: float) -> None:
+        self.bad_steps += 1
+        self.log.warning(
+            "step %d: non-finite loss %s / grad norm %s: step skipped (memory state kept, batch consumed; "
+            "%d in a row, limit %d)", self.step, loss, grad_norm, self.bad_steps,
+            self.cfg.train.max_bad_steps,
+        )
+        self.writer.record("skip", self.step, {"loss": str(loss), "grad_norm": str(grad_norm)})
+        if self.bad_steps > self.cfg.train.max_bad_steps:
+            last = ckpt_io.list_checkpoints(self.run_dir)
+            where = f"the last good checkpoint is {last[0]}" if last else "no checkpoint was written"
+            raise TrainingError(
+                f"{self.bad_steps} consecutive non-finite steps (train.max_bad_steps="
+                f"{self.cfg.train.max_bad_steps}): stopping; {where}. Lower optim.lr, use precision fp32 or "
+                "bf16, or tighten optim.clip, then resume."
+            )
+
+    def _log_train(self, window: _Window, lr: float) -> None:
+        loss = window.mean_loss()
+        name, value = quality(loss, self.vocab.kind) if loss is not None else (self.metric_name, None)
+        values = {
+            "loss": loss, name: value, "lr": lr, "grad_norm": window.mean_norm(),
+            "tokens_per_s": window.tokens_per_s(), "tokens_seen": self.tokens_seen, "skipped": window.skipped,
+        }
+        self.writer.record("train", self.step, values)
+        scalars = {f"train/{k}": v for k, v in values.items() if k not in ("tokens_seen", "skipped")}
+        scalars["train/tokens_seen"] = float(self.tokens_seen)
+        gates = self.model.gate_values()
+        if gates is not None:
+            for layer, row in enumerate(gates.tolist()):
+                scalars.update({f"gate/layer{layer}/head{h}": g for h, g in enumerate(row)})
+        scalars.update({f"memory/{k}": v for k, v in self.model.memory_stats(self.states[0]).items()})
+        self.writer.scalars(self.step, scalars)
+        self.log.info(
+            "step %d | loss %s | %s %s | lr %.3e | grad norm %.3f | %.0f tok/s", self.step,
+            _fmt(loss), name, _fmt(value), lr, window.mean_norm(), window.tokens_per_s(),
+        )
+
+    def _eval(self, split: str, max_tokens: int | None) -> EvalResult:
+        ec = self.cfg.eval
+        return evaluate(
+            self.model, self.corpus.split(split), batch_size=ec.batch_size,
+            tgt_len=ec.tgt_len or self.cfg.data.tgt_len, device=self.device, max_tokens=max_tokens,
+            env=self.env, autocast=self.autocast(),
+        )
+
+    def _report(self, split: str, res: EvalResult, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        name, value = quality(res.nll, self.vocab.kind)
+        values = {"loss": res.nll, name: value, "tokens": res.tokens, "batch_size": res.batch_size,
+                  "tgt_len": res.tgt_len, **(extra or {})}
+        self.writer.record(split, self.step, values)
+        self.writer.scalars(self.step, {f"{split}/loss": res.nll, f"{split}/{name}": value})
+        self.writer.flush()
+        self.log.info("%s step %d | loss %.4f | %s %.4f | %d tokens", split, self.step, res.nll, name, value,
+                      res.tokens)
+        return values
+
+    def _validate(self) -> dict[str, Any]:
+        t0 = time.time()
+        res = self._eval("valid", self.cfg.eval.max_tokens)
+        improved = res.nll < self.best_val
+        if improved:
+            self.best_val = res.nll
+        values = self._report("valid", res, {"best": improved, "seconds": round(time.time() - t0, 2)})
+        if improved:
+            self.save_checkpoint([ckpt_io.BEST])
+            self._last_saved_step = -1  # best.pt is not a periodic checkpoint: still write one
+        return values
+
+    def _test(self) -> dict[str, Any]:
+        best = self.run_dir / ckpt_io.BEST
+        extra: dict[str, Any] = {"weights": "final"}
+        if best.is_file():
+            ckpt = ckpt_io.load(best, map_location="cpu")
+            self.model.load_state_dict(ckpt["model"])
+            extra = {"weights": "best", "best_step": int(ckpt["step"])}
+        res = self._eval("test", self.cfg.eval.test_max_tokens)
+        return self._report("test", res, extra)
+
+    # --------------------------------------------------------------------------------------------
+    # Pre-emption.
+
+    def _install_signals(self):
+        """SIGTERM/SIGINT set a flag; the loop finishes its step, checkpoints and exits."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def handler(signum, frame):
+            if self._stop_signal is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt  # a second Ctrl-C stops at once
+            self._stop_signal = signum
+
+        old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+        return lambda: [signal.signal(s, h) for s, h in old.items()]
+
+    def _stop_requested(self) -> bool:
+        """True on every rank when any rank got a signal (ranks must stop at the same step)."""
+        flag = torch.tensor([1.0 if self._stop_signal is not None else 0.0], device=self.device)
+        all_reduce_sum(flag)
+        if flag.item() > 0 and self._stop_signal is None:
+            self._stop_signal = signal.SIGTERM
+        return flag.item() > 0
+
+
+class _Window:
+    """Running sums between two log lines."""
+
+    def __init__(self) -> None:
+        self.t0 = time.time()
+        self.loss_sum = 0.0
+        self.norm_sum = 0.0
+        self.good = 0
+        self.steps = 0
+        self.skipped = 0
+        self.tokens = 0
+
+    def add(self, loss: float | None, grad_norm: float, tokens: int) -> None:
+        self.steps += 1
+        self.tokens += tokens
+        if loss is None:
+            self.skipped += 1
+            return
+        self.good += 1
+        self.loss_sum += loss
+        self.norm_sum += grad_norm if math.isfinite(grad_norm) else 0.0
+
+    def mean_loss(self) -> float | None:
+        return self.loss_sum / self.good if self.good else None
+
+    def mean_norm(self) -> float:
+        return self.norm_sum / self.good if self.good else float("nan")
+
+    def tokens_per_s(self) -> float:
+        return self.tokens / max(time.time() - self.t0, 1e-9)
+
+
+def _fmt(x: float | None) -> str:
+    return f"{x:.4f}" if x is not None else "n/a"

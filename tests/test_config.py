@@ -1,0 +1,79 @@
+"""Config dataclasses, YAML loading and `--set` overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from infiniattention.training.config import ConfigError, RunConfig, config_from_dict, load_config, save_config
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+
+def test_defaults_and_overrides():
+    cfg = load_config(None, ["optim.lr=1e-3", "model.n_layer=6", "eval.max_tokens=null", "optim.clip=1"])
+    assert isinstance(cfg, RunConfig)
+    assert cfg.optim.lr == 1e-3 and cfg.model.n_layer == 6 and cfg.eval.max_tokens is None
+    assert cfg.optim.clip == 1.0 and isinstance(cfg.optim.clip, float)
+
+
+def test_unknown_key_names_it_and_suggests():
+    with pytest.raises(ConfigError, match=r"optim\.lrr.*did you mean 'optim\.lr'.*valid: .*warmup_steps"):
+        load_config(None, ["optim.lrr=1e-3"])
+    with pytest.raises(ConfigError, match=r"unknown config section 'optm'.*did you mean 'optim'"):
+        load_config(None, ["optm.lr=1e-3"])
+    with pytest.raises(ConfigError, match=r"model\.n_layr.*'model\.n_layer'"):
+        config_from_dict({"model": {"n_layr": 2}})
+
+
+def test_wrong_types_are_errors():
+    with pytest.raises(ConfigError, match=r"model\.n_layer must be int.*'six'"):
+        load_config(None, ["model.n_layer=six"])
+    with pytest.raises(ConfigError, match=r"train\.compile must be bool"):
+        load_config(None, ["train.compile=1"])
+    with pytest.raises(ConfigError, match=r"model\.memory must be one of"):
+        load_config(None, ["model.memory=lstm"])
+
+
+@pytest.mark.parametrize("value", ["0", "-4", "2.5", "abc"])
+def test_tgt_len_must_be_positive_int(value):
+    with pytest.raises(ConfigError, match=r"data\.tgt_len"):
+        load_config(None, [f"data.tgt_len={value}"])
+
+
+def test_tgt_len_need_not_be_a_multiple_of_segment_len():
+    cfg = load_config(None, ["data.tgt_len=100", "model.segment_len=64"])
+    assert cfg.data.tgt_len == 100
+
+
+def test_bad_set_syntax():
+    with pytest.raises(ConfigError, match="section.key=value"):
+        load_config(None, ["optim.lr"])
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+@pytest.mark.parametrize("memory", ["infini", "xl", "none"])
+def test_shipped_configs_load_with_every_memory(path, memory):
+    cfg = load_config(path, [f"model.memory={memory}"])
+    assert cfg.model.memory == memory
+    if memory == "xl":
+        assert cfg.model.pos == "xl"
+
+
+def test_resolved_config_round_trip(tmp_path):
+    cfg = load_config(CONFIGS[0], ["optim.lr=0.01"])
+    save_config(cfg, tmp_path / "config.yaml")
+    again = load_config(tmp_path / "config.yaml")
+    assert again == cfg
+
+
+def test_shapes_of_the_reference_configs():
+    base = load_config(Path(CONFIGS[0]).with_name("enwik8_base.yaml"))
+    assert (base.model.n_layer, base.model.d_model, base.model.n_head, base.model.d_head) == (12, 512, 8, 64)
+    assert base.model.d_inner == 2048 and base.optim.lr == 2.5e-4 and base.data.batch_size == 22
+    large = load_config(Path(CONFIGS[0]).with_name("enwik8_large.yaml"))
+    assert (large.model.n_layer, large.model.d_model, large.model.d_inner, large.model.dropout) == (
+        24, 1024, 3072, 0.15)
+    wt = load_config(Path(CONFIGS[0]).with_name("wt103_base.yaml"))
+    assert wt.model.adaptive and wt.model.cutoffs == [20000, 40000, 200000]
