@@ -3,7 +3,7 @@
     python train.py --config configs/tiny.yaml [--set optim.lr=1e-3 ...] [--run-dir runs/x]
     torchrun --nproc_per_node 8 train.py --config configs/enwik8_base.yaml
 
-See docs/training.md.
+See README.md, "Training".
 """
 
 from __future__ import annotations

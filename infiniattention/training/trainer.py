@@ -6,7 +6,7 @@ rank owns its lanes and their memory; with `train.grad_accum > 1` the rank's lan
 many micro-batches, each with its own memory state, and gradients are accumulated (DDP `no_sync`)
 before one step.
 
-Decisions the spec left open (see docs/training.md):
+Decisions the spec left open (see README.md, "Training"):
 - A non-finite loss (or, outside fp16, a non-finite gradient norm) skips the step: no optimizer update,
   the memory state is kept from before the step, but the stream and the step counter advance (the
   batch is consumed). More than `train.max_bad_steps` in a row stop the run without writing a
