@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
@@ -231,8 +230,3 @@ class InfiniTransformerLM(nn.Module):
         """Parameters counted once (tied weights are shared)."""
         return sum(p.numel() for p in self.parameters())
 
-
-def cross_entropy_nll(logits: Tensor, targets: Tensor) -> Tensor:
-    """Per-token NLL from logits in float32: ``[..., V]``, ``[...]`` -> ``[...]``."""
-    flat = logits.reshape(-1, logits.size(-1)).float()
-    return F.cross_entropy(flat, targets.reshape(-1), reduction="none").view(targets.shape)
