@@ -12,20 +12,15 @@ Prints bpc (byte/char vocabularies) or perplexity (word vocabularies), tokens ev
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 import time
 
-import torch
-
 from data_utils.corpus import get_corpus
 from infiniattention.training.checkpoint import CheckpointError
 from infiniattention.training.distributed import select_device
-from infiniattention.training.evaluate import evaluate, load_for_inference
+from infiniattention.training.evaluate import evaluate, load_for_inference, precision_autocast
 from infiniattention.training.metrics import quality
-
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,8 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         tgt_len = args.tgt_len or cfg.eval.tgt_len or cfg.data.tgt_len
         if batch_size < 1 or tgt_len < 1:
             raise ValueError(f"--batch-size and --tgt-len must be positive, got {batch_size} and {tgt_len}")
-        dtype = _DTYPES.get(args.precision)
-        autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+        autocast = precision_autocast(device, args.precision)
         t0 = time.time()
         res = evaluate(model, corpus.split(args.split), batch_size=batch_size, tgt_len=tgt_len, device=device,
                        max_tokens=args.max_tokens, autocast=autocast)

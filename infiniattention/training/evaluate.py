@@ -17,6 +17,14 @@ from . import checkpoint as ckpt_io
 from .config import RunConfig, config_from_dict
 from .distributed import DistEnv, all_reduce_sum
 
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def precision_autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """Autocast for `bf16`/`fp16` (the model keeps its memory state in float32); nothing for `fp32`."""
+    dtype = _AUTOCAST_DTYPES.get(precision)
+    return torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+
 
 @dataclass
 class EvalResult:

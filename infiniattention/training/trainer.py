@@ -40,13 +40,12 @@ from ..model import InfiniTransformerLM, ModelState
 from . import checkpoint as ckpt_io
 from .config import RunConfig, save_config
 from .distributed import DistEnv, all_reduce_sum, barrier, gather_to_main, setup
-from .evaluate import EvalResult, evaluate
+from .evaluate import EvalResult, evaluate, precision_autocast
 from .metrics import MetricsWriter, quality, setup_logging
 from .optim import build_optimizer, lr_at, set_lr
 
 # Test hook: a comma-separated list of step numbers whose loss is replaced by NaN (on rank 0).
 NAN_STEPS_ENV = "INFINIATTENTION_NAN_STEPS"
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class TrainingError(RuntimeError):
@@ -142,11 +141,8 @@ class Trainer:
         return module
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        """Autocast for bf16/fp16 (memory state stays float32 inside the model); nothing for fp32."""
-        dtype = _DTYPES.get(self.cfg.train.precision)
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=dtype)
+        """Autocast for the configured `train.precision` (see `precision_autocast`)."""
+        return precision_autocast(self.device, self.cfg.train.precision)
 
     # --------------------------------------------------------------------------------------------
     # Checkpoints.
