@@ -97,14 +97,18 @@ def fetch(location: str, dest: Path, expected: Expected, *, progress: bool = Tru
         _download(location, part, expected.size, progress=progress)
     else:
         _copy(Path(location), part, progress=progress)
+    _promote(part, dest, expected, label=f"{dest.name} (from {location})")
+    return dest
+
+
+def _promote(part: Path, dest: Path, expected: Expected, *, label: str) -> None:
+    """Verify ``part`` and rename it to ``dest``; a corrupt file is deleted, never resumed or trusted."""
     try:
-        verify(part, expected, label=f"{dest.name} (from {location})")
+        verify(part, expected, label=label)
     except ChecksumError:
-        # A corrupt download must not be resumed or trusted later.
         part.unlink(missing_ok=True)
         raise
     os.replace(part, dest)
-    return dest
 
 
 def _copy(src: Path, part: Path, *, progress: bool) -> None:
@@ -215,12 +219,7 @@ def safe_extract(
             part = dest.with_name(dest.name + ".part")
             with zf.open(found) as fin, open(part, "wb") as fout:
                 shutil.copyfileobj(fin, fout, _CHUNK)
-            try:
-                verify(part, expected, label=f"{filename} (extracted from {archive.name})")
-            except ChecksumError:
-                part.unlink(missing_ok=True)
-                raise
-            os.replace(part, dest)
+            _promote(part, dest, expected, label=f"{filename} (extracted from {archive.name})")
             out[member] = dest
     return out
 
