@@ -13,18 +13,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 
 from data_utils.corpus import get_corpus
 from infiniattention.training.checkpoint import CheckpointError
+from infiniattention.training.cli import ArgumentParser, check_eval_args, check_lanes, cli_entry, exit_with
 from infiniattention.training.distributed import select_device
 from infiniattention.training.evaluate import evaluate, load_for_inference, precision_autocast
 from infiniattention.training.metrics import quality
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="a checkpoint file (e.g. runs/tiny/best.pt)")
     p.add_argument("--split", default="test", choices=("train", "valid", "test"))
     p.add_argument("--data-dir", help="root of the prepared corpora (default: the checkpoint's data_dir)")
@@ -39,28 +39,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        device = select_device(args.device, 0)
-        model, vocab, cfg, ckpt = load_for_inference(args.checkpoint, device)
-        corpus = get_corpus(args.data_dir or cfg.data.data_dir, args.dataset or cfg.data.dataset)
-        if corpus.vocab.digest() != ckpt["vocab_digest"]:
-            raise CheckpointError(
-                f"{args.checkpoint} was trained with another vocabulary than {corpus.path}: evaluate on the "
-                "dataset and protocol it was trained on"
-            )
-        batch_size = args.batch_size or cfg.eval.batch_size
-        tgt_len = args.tgt_len or cfg.eval.tgt_len or cfg.data.tgt_len
-        if batch_size < 1 or tgt_len < 1:
-            raise ValueError(f"--batch-size and --tgt-len must be positive, got {batch_size} and {tgt_len}")
-        autocast = precision_autocast(device, args.precision)
-        t0 = time.time()
-        res = evaluate(model, corpus.split(args.split), batch_size=batch_size, tgt_len=tgt_len, device=device,
-                       max_tokens=args.max_tokens, autocast=autocast)
-    except (FileNotFoundError, CheckpointError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    check_eval_args(args)  # before any work: a bad value or a missing --out folder costs nothing
+    device = select_device(args.device, 0)
+    model, vocab, cfg, ckpt = load_for_inference(args.checkpoint, device)
+    corpus = get_corpus(args.data_dir or cfg.data.data_dir, args.dataset or cfg.data.dataset)
+    if corpus.vocab.digest() != ckpt["vocab_digest"]:
+        raise CheckpointError(
+            f"{args.checkpoint} was trained with another vocabulary than {corpus.path}: evaluate on the "
+            "dataset and protocol it was trained on"
+        )
+    batch_size = args.batch_size or cfg.eval.batch_size
+    tgt_len = args.tgt_len or cfg.eval.tgt_len or cfg.data.tgt_len
+    check_lanes(len(corpus.split(args.split)), batch_size, f"{args.split} split")
+    autocast = precision_autocast(device, args.precision)
+    t0 = time.time()
+    res = evaluate(model, corpus.split(args.split), batch_size=batch_size, tgt_len=tgt_len, device=device,
+                   max_tokens=args.max_tokens, autocast=autocast)
     seconds = time.time() - t0
     name, value = quality(res.nll, vocab.kind)
     result = {
@@ -79,4 +76,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

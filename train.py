@@ -9,26 +9,28 @@ See README.md, "Training".
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import shlex
 import sys
 from pathlib import Path
 
-from infiniattention.training.checkpoint import CheckpointError
-from infiniattention.training.config import ConfigError, load_config
+from infiniattention.training.cli import ArgumentParser, cli_entry, exit_with
+from infiniattention.training.config import load_config
 from infiniattention.training.distributed import teardown
-from infiniattention.training.trainer import Trainer, TrainingError
+from infiniattention.training.trainer import Trainer
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="YAML config (sections model, data, optim, train, eval)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config value (parsed as YAML); repeatable")
     p.add_argument("--run-dir", help="run folder (default: runs/<config file name>)")
     p.add_argument("--resume", default="auto",
-                   help="auto (latest checkpoint of the run folder, if any), never, or a checkpoint path")
+                   help="auto (latest checkpoint of the run folder, if any), never (refused when the folder "
+                        "holds checkpoints, unless --overwrite), or a checkpoint path")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in a used run folder: its earlier files are moved into a sub-folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
     return p
 
@@ -43,7 +45,7 @@ def resume_command(argv: list[str]) -> str:
         if arg == "--resume":
             skip = True
             continue
-        if arg.startswith("--resume="):
+        if arg.startswith("--resume=") or arg == "--overwrite":
             continue
         kept.append(arg)
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -53,29 +55,21 @@ def resume_command(argv: list[str]) -> str:
     return " ".join([launcher, "train.py", *map(shlex.quote, kept)])
 
 
+@cli_entry
 def main(argv: list[str] | None = None) -> int:
+    """The command line; user errors are one `error:` line and exit status 2 (1 for a failed run)."""
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    log = logging.getLogger("infiniattention")
     try:
         cfg = load_config(args.config, args.set)
         run_dir = Path(args.run_dir or Path("runs") / (Path(args.config).stem if args.config else "default"))
-        trainer = Trainer(cfg, run_dir, resume=args.resume, command=resume_command(argv),
-                          progress=not args.no_progress)
+        trainer = Trainer(cfg, run_dir, resume=args.resume, overwrite=args.overwrite,
+                          command=resume_command(argv), progress=not args.no_progress)
         trainer.fit()
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, CheckpointError, TrainingError, ValueError) as err:
-        if log.handlers:
-            log.error("%s", err)
-        else:
-            print(f"error: {err}", file=sys.stderr)
-        return 1
     finally:
         teardown()
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

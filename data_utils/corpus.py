@@ -13,6 +13,16 @@ from .vocab import Vocab
 SPLITS = ("train", "valid", "test")
 
 
+class DataError(Exception):
+    """A prepared corpus that is missing, unfinished or corrupt; the message says how to re-make it."""
+
+    exit_code = 2
+
+
+class CorpusNotFoundError(DataError, FileNotFoundError):
+    """The prepared corpus folder (or its meta.json, written last) does not exist."""
+
+
 class Corpus:
     """Memory-mapped token id arrays of the three splits, with their vocabulary and metadata.
 
@@ -24,13 +34,17 @@ class Corpus:
         self.path = Path(path)
         self.name = self.path.name
         meta_path = self.path / "meta.json"
+        hint = _prepare_hint(self.name, self.path.parent)
         if not meta_path.is_file():
             # meta.json is written last by prepare, so without it the folder is missing or unfinished.
-            hint = _prepare_hint(self.name, self.path.parent)
-            raise FileNotFoundError(f"{self.path} not found: run `{hint}`")
-        self.meta: dict = json.loads(meta_path.read_text(encoding="utf-8"))
-        self.vocab = Vocab.from_dict(json.loads((self.path / "vocab.json").read_text(encoding="utf-8")))
-        self._splits = {s: np.load(self.path / f"{s}.npy", mmap_mode="r") for s in SPLITS}
+            raise CorpusNotFoundError(f"{self.path} not found: run `{hint}`")
+        self.meta: dict = _read_json(meta_path, hint)
+        vocab_dict = _read_json(self.path / "vocab.json", hint)
+        try:
+            self.vocab = Vocab.from_dict(vocab_dict)
+        except (KeyError, TypeError, ValueError) as err:
+            raise DataError(f"{self.path / 'vocab.json'} is malformed ({err}): re-run `{hint}`") from err
+        self._splits = {s: _load_ids(self.path / f"{s}.npy", len(self.vocab), hint) for s in SPLITS}
 
     @property
     def train(self) -> np.ndarray:
@@ -59,6 +73,41 @@ class Corpus:
 def get_corpus(data_dir: str | os.PathLike, dataset: str) -> Corpus:
     """The prepared corpus `data_dir/dataset`."""
     return Corpus(Path(data_dir) / dataset)
+
+
+def _read_json(path: Path, hint: str) -> dict:
+    """A JSON object from `path`, or a DataError naming the file and how to re-make it."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise DataError(f"{path} is missing: re-run `{hint}`") from err
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{path} is malformed ({err}): re-run `{hint}`") from err
+    if not isinstance(value, dict):
+        raise DataError(f"{path} is malformed (expected a JSON object): re-run `{hint}`")
+    return value
+
+
+def _load_ids(path: Path, vocab_size: int, hint: str) -> np.ndarray:
+    """Memory-map one split and check that it holds valid token ids: a 1-D integer array whose ids are
+    all in [0, vocab_size). A float array would otherwise be cast to integers and trained on."""
+    try:
+        ids = np.load(path, mmap_mode="r")
+    except FileNotFoundError as err:
+        raise DataError(f"{path} is missing: re-run `{hint}`") from err
+    except (OSError, ValueError, EOFError) as err:
+        raise DataError(f"{path} is unreadable ({err}): re-run `{hint}`") from err
+    if not isinstance(ids, np.ndarray) or ids.ndim != 1 or ids.dtype.kind not in "ui":
+        what = type(ids).__name__
+        if isinstance(ids, np.ndarray):
+            what = f"{ids.dtype} array of shape {ids.shape}"
+        raise DataError(f"{path} holds a {what}; token ids must be a 1-D integer array: re-run `{hint}`")
+    if len(ids) and (ids.dtype.kind == "i" or np.iinfo(ids.dtype).max >= vocab_size):
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= vocab_size:
+            raise DataError(f"{path} holds token ids in [{lo}, {hi}] but vocab.json has {vocab_size} symbols "
+                            f"(ids must be in [0, {vocab_size})): re-run `{hint}`")
+    return ids
 
 
 def _prepare_hint(name: str, data_dir: Path) -> str:

@@ -7,8 +7,13 @@ however long generation runs (the xl baseline keeps at most ``mem_len + segment_
 
 from __future__ import annotations
 
+import codecs
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor
+
+from data_utils.vocab import EOS, Vocab
 
 from .model import InfiniTransformerLM, ModelState
 
@@ -55,7 +60,57 @@ def sample_next(
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-@torch.no_grad()
+def _decode(
+    model: InfiniTransformerLM,
+    prompt: Tensor,
+    max_new_tokens: int,
+    state: ModelState | None,
+    sampling: dict,
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """(token [B], the logits it was drawn from [B, V]) for each new token; only the model state and
+    the current logits are held, so memory stays constant however many tokens are generated."""
+    if prompt.dim() != 2 or prompt.size(1) < 1:
+        raise ValueError(f"expected a prompt of shape [batch, length >= 1], got {tuple(prompt.shape)}")
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    check_sampling(sampling["temperature"], sampling["top_k"], sampling["top_p"])
+    was_training = model.training
+    model.eval()
+    try:
+        # no_grad around each call, never across a yield (it would leak into the caller's code)
+        with torch.no_grad():
+            out = model(prompt, state=state)  # prefill: all segments of the prompt in one call
+        logits, state = out.logits[:, -1], out.state
+        for i in range(max_new_tokens):
+            token = sample_next(logits, **sampling)
+            yield token, logits
+            if i + 1 < max_new_tokens:
+                with torch.no_grad():
+                    out = model(token[:, None], state=state)
+                logits, state = out.logits[:, -1], out.state
+    finally:
+        model.train(was_training)
+
+
+def generate_stream(
+    model: InfiniTransformerLM,
+    prompt: Tensor,
+    max_new_tokens: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    greedy: bool = False,
+    generator: torch.Generator | None = None,
+    state: ModelState | None = None,
+) -> Iterator[Tensor]:
+    """Continue ``prompt [B, P]`` one token at a time: yields each new token ``[B]`` as soon as it is
+    drawn, keeping nothing of earlier steps (constant memory, for generations of any length)."""
+    sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy, generator=generator)
+    for token, _ in _decode(model, prompt, max_new_tokens, state, sampling):
+        yield token
+
+
 def generate(
     model: InfiniTransformerLM,
     prompt: Tensor,
@@ -72,33 +127,47 @@ def generate(
     """Continue ``prompt [B, P]`` (P >= 1) by ``max_new_tokens`` tokens -> ``[B, max_new_tokens]``.
 
     ``state`` continues an earlier stream. With ``return_logits`` also returns the log-probabilities
-    each new token was drawn from, ``[B, max_new_tokens, V]``. The model is put in eval mode for the
-    call and restored afterwards.
+    each new token was drawn from, ``[B, max_new_tokens, V]`` (kept only then). The model is put in eval
+    mode for the call and restored afterwards.
     """
-    if prompt.dim() != 2 or prompt.size(1) < 1:
-        raise ValueError(f"expected a prompt of shape [batch, length >= 1], got {tuple(prompt.shape)}")
-    if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    check_sampling(temperature, top_k, top_p)
-    was_training = model.training
-    model.eval()
-    try:
-        out = model(prompt, state=state)  # prefill: all segments of the prompt in one call
-        logits, state = out.logits[:, -1], out.state
-        tokens, all_logits = [], []
-        for i in range(max_new_tokens):
+    sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy, generator=generator)
+    tokens, all_logits = [], []
+    for token, logits in _decode(model, prompt, max_new_tokens, state, sampling):
+        tokens.append(token)
+        if return_logits:
             all_logits.append(logits)
-            token = sample_next(logits, temperature=temperature, top_k=top_k, top_p=top_p,
-                                greedy=greedy, generator=generator)
-            tokens.append(token)
-            if i + 1 < max_new_tokens:
-                out = model(token[:, None], state=state)
-                logits, state = out.logits[:, -1], out.state
-    finally:
-        model.train(was_training)
     new = torch.stack(tokens, dim=1) if tokens else prompt.new_zeros(prompt.size(0), 0)
     if return_logits:
         V = model.config.vocab_size
         stacked = torch.stack(all_logits, dim=1) if all_logits else prompt.new_zeros(prompt.size(0), 0, V)
         return new, stacked
     return new
+
+
+class TextStream:
+    """Turns token ids into text piece by piece, so that the pieces joined equal `Vocab.decode` of all
+    ids: bytes go through an incremental UTF-8 decoder (a character may span tokens), words are
+    joined by spaces within a line and `<eos>` ends the line."""
+
+    def __init__(self, vocab: Vocab) -> None:
+        self.vocab = vocab
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace") if vocab.kind == "byte" else None
+        self._line_start = True
+
+    def push(self, token_id: int) -> str:
+        """The text that token `token_id` adds (possibly empty: part of a multi-byte character)."""
+        symbol = self.vocab.symbols[token_id]
+        if self._utf8 is not None:
+            return self._utf8.decode(bytes([symbol]))
+        if self.vocab.kind == "char":
+            return symbol
+        if symbol == EOS:
+            self._line_start = True
+            return "\n"
+        piece = symbol if self._line_start else " " + symbol
+        self._line_start = False
+        return piece
+
+    def finish(self) -> str:
+        """What a trailing incomplete character decodes to."""
+        return self._utf8.decode(b"", final=True) if self._utf8 is not None else ""

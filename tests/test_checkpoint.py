@@ -58,12 +58,12 @@ def test_truncated_checkpoint_is_refused_and_auto_falls_back(trained, tmp_path):
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
     with pytest.raises(ckpt_io.CheckpointError, match="truncated or corrupt"):
         ckpt_io.load(newest)
-    # --resume PATH on the broken file: a clear error, exit 1
+    # --resume PATH on the broken file: a clear error, exit 2
     import train
 
     rc = train.main(["--run-dir", str(run), "--resume", str(newest), "--no-progress",
                      *sum((["--set", s] for s in _sets(6)), [])])
-    assert rc == 1
+    assert rc == 2
     assert "truncated or corrupt" in (run / "train.log").read_text()
     # --resume auto: skips it and continues from step 3 to 6
     assert run_train(run, **{"train.max_steps": 6, "train.ckpt_interval": 3}) == 0
@@ -86,7 +86,7 @@ def test_other_architecture_is_refused(trained, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(trained, run)
     rc = run_train(run, **{"train.max_steps": 8, "model.d_model": 48})
-    assert rc == 1
+    assert rc == 2
     log = (run / "train.log").read_text()
     assert "another architecture" in log and "model.d_model: checkpoint 32 vs config 48" in log
 
@@ -98,17 +98,25 @@ def test_other_vocabulary_is_refused(trained):
         ckpt_io.check_compatible(ckpt, cfg, "0" * 64, trained / "ckpt_00000006.pt")
 
 
-def test_resume_never_starts_fresh(trained, tmp_path):
+def test_resume_never_starts_fresh_only_with_overwrite(trained, tmp_path, capsys):
     import shutil
 
     run = tmp_path / "run"
     shutil.copytree(trained, run)
-    (run / "metrics.jsonl").unlink()
     import train
 
-    assert train.main(["--run-dir", str(run), "--resume", "never", "--no-progress",
-                       *sum((["--set", s] for s in _sets(2)), [])]) == 0
+    sets = sum((["--set", s] for s in _sets(2)), [])
+    args = ["--run-dir", str(run), "--resume", "never", "--no-progress", *sets]
+    before = sorted(p.name for p in run.iterdir())
+    assert train.main(args) == 2  # refused: the folder holds checkpoints of an earlier run
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--overwrite" in err and "ckpt_00000006.pt" in err
+    assert sorted(p.name for p in run.iterdir()) == before  # nothing touched
+    assert train.main([*args, "--overwrite"]) == 0
     assert [r["step"] for r in train_records(run)] == [1, 2]
+    moved = [p for p in run.iterdir() if p.name.startswith("previous-")]
+    assert len(moved) == 1 and (moved[0] / "ckpt_00000006.pt").is_file() and (moved[0] / "best.pt").is_file()
+    assert (moved[0] / "metrics.jsonl").is_file()
 
 
 def test_checkpoint_contents(trained):

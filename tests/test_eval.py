@@ -48,7 +48,7 @@ def test_eval_does_not_depend_on_call_length(ckpt, tmp_path):
 def test_eval_missing_checkpoint(tmp_path, capsys):
     import eval as eval_cli
 
-    assert eval_cli.main(["--checkpoint", str(tmp_path / "none.pt")]) == 1
+    assert eval_cli.main(["--checkpoint", str(tmp_path / "none.pt")]) == 2
     assert "not found" in capsys.readouterr().err
 
 

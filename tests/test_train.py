@@ -89,7 +89,7 @@ def test_too_many_bad_steps_stop_with_last_good_checkpoint(tmp_path, monkeypatch
 
 def test_missing_dataset_says_how_to_get_it(tmp_path, capsys):
     rc = run_train(tmp_path / "run", **{"data.dataset": "enwik8", "data.data_dir": str(tmp_path / "nodata")})
-    assert rc == 1
+    assert rc == 2
     assert "bash getdata.sh enwik8" in capsys.readouterr().err + (tmp_path / "run" / "train.log").read_text()
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,6 +20,7 @@ from typing import Any
 import yaml
 
 from ..config import ModelConfig
+from .errors import UserError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 OPTIMIZERS = ("adamw", "adafactor")
@@ -25,7 +28,7 @@ SCHEDULES = ("cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration key or value the user must fix."""
 
 
@@ -50,6 +53,8 @@ class DataConfig:
     def __post_init__(self) -> None:
         _positive_int("data", "batch_size", self.batch_size)
         _positive_int("data", "tgt_len", self.tgt_len)
+        if self.roll_seed is not None and self.roll_seed < 0:
+            raise ConfigError(f"data.roll_seed must be >= 0, got {self.roll_seed}")
 
 
 @dataclass
@@ -84,9 +89,16 @@ class OptimConfig:
     def __post_init__(self) -> None:
         _choice("optim", "name", self.name, OPTIMIZERS)
         _choice("optim", "schedule", self.schedule, SCHEDULES)
-        for name in ("lr", "weight_decay", "eps", "gate_lr_mult", "eta_min", "clip"):
+        # lr and eps must be > 0: eps=0 divides 0 by 0 on the first step and puts NaN into the weights.
+        for name in ("lr", "eps"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"optim.{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("weight_decay", "gate_lr_mult", "eta_min", "clip"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"optim.{name} must be >= 0, got {getattr(self, name)!r}")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"optim.{name} must be in [0, 1), got {getattr(self, name)!r}")
         if self.warmup_steps < 0:
             raise ConfigError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.decay_steps is not None:
@@ -131,6 +143,8 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)!r}")
         _choice("train", "precision", self.precision, PRECISIONS)
         _choice("train", "device", self.device, DEVICES)
+        if not 0 <= self.seed < 2**32:  # torch, numpy and python all accept this range
+            raise ConfigError(f"train.seed must be in [0, 2**32), got {self.seed}")
 
 
 @dataclass
@@ -232,13 +246,18 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value) if abs(value) < 1e308 else math.inf
+        elif isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None:
+            if not math.isfinite(number):  # no setting of this project means anything as NaN or inf
+                raise ConfigError(f"{key} must be a finite number, got {value!r}")
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -259,24 +278,55 @@ def _build_section(name: str, values: dict[str, Any]) -> Any:
             raise _unknown("key", f"{name}.{key}", valid)
         kwargs[key] = _coerce(f"{name}.{key}", value, hints[key])
     try:
-        return cls(**kwargs)
+        built = cls(**kwargs)
     except ConfigError:
         raise
     except ValueError as err:  # ModelConfig raises plain ValueError
         raise ConfigError(str(err)) from err
+    if name == "model":
+        _check_model(built)
+    return built
+
+
+def _check_model(model: ModelConfig) -> None:
+    """Rules ModelConfig leaves to the trainer (the model itself accepts them)."""
+    if not model.init_std > 0:
+        raise ConfigError(f"model.init_std must be > 0, got {model.init_std!r}")
 
 
 def config_from_dict(d: dict[str, Any] | None) -> RunConfig:
     """A validated RunConfig from a nested dict (missing keys keep their defaults)."""
     d = d or {}
+    _check_sections(d)
+    return RunConfig(**{name: _build_section(name, d.get(name) or {}) for name in SECTIONS})
+
+
+def _check_sections(d: Any, where: str = "") -> None:
+    """`d` must map known section names to mappings (or nothing)."""
     if not isinstance(d, dict):
-        raise ConfigError(f"a config must be a mapping of sections, got {type(d).__name__}")
+        raise ConfigError(f"{where}a config must be a mapping of sections, got {type(d).__name__}")
     for section, values in d.items():
         if section not in SECTIONS:
             raise _unknown("section", str(section), list(SECTIONS))
         if values is not None and not isinstance(values, dict):
-            raise ConfigError(f"config section {section!r} must be a mapping, got {values!r}")
-    return RunConfig(**{name: _build_section(name, d.get(name) or {}) for name in SECTIONS})
+            raise ConfigError(f"{where}config section {section!r} must be a mapping of keys to values, "
+                              f"got {values!r}")
+        for key in values or {}:
+            if not isinstance(key, str):
+                raise ConfigError(f"{where}config key {key!r} in section {section!r} must be a name")
+
+
+def _yaml_load(text: str, what: str) -> Any:
+    """yaml.safe_load, with any YAML error (syntax, a python tag, ...) as one ConfigError line."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f", line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err)
+        if "could not determine a constructor" in str(err):
+            problem = "unsupported YAML tag (only plain values, lists and mappings are allowed)"
+        raise ConfigError(f"{what}{at}: invalid YAML: {problem}") from err
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -287,7 +337,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     parts = key.strip().split(".")
     if len(parts) != 2 or not all(parts):
         raise ConfigError(f"--set key must be section.key (e.g. optim.lr), got {key!r}")
-    return parts, yaml.safe_load(raw) if raw.strip() else None
+    return parts, _yaml_load(raw, f"--set {text!r}") if raw.strip() else None
 
 
 def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -308,15 +358,23 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} not found")
-        d = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        if not isinstance(d, dict):
-            raise ConfigError(f"{path}: a config must be a mapping of sections")
-        for section in d:
-            if section not in SECTIONS:
-                raise _unknown("section", str(section), list(SECTIONS))
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"config file {path} is not UTF-8 text (byte {err.start})") from err
+        except OSError as err:
+            raise ConfigError(f"config file {path} cannot be read: {err.strerror}") from err
+        d = _yaml_load(text, f"config file {path}") or {}
+        _check_sections(d, f"config file {path}: ")
     return config_from_dict(apply_overrides(d, overrides or []))
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:
-    """Write the resolved config as YAML (loadable again with `load_config`)."""
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+    """Write the resolved config as YAML (loadable again with `load_config`), atomically."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -10,6 +10,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from .errors import UserError
+
 
 @dataclass
 class DistEnv:
@@ -33,7 +35,11 @@ def select_device(requested: str, local_rank: int) -> torch.device:
     """cuda:LOCAL_RANK when requested or available ("auto"), else cpu."""
     if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise RuntimeError("train.device=cuda but CUDA is not available")
+            raise UserError("device cuda was requested but no CUDA GPU is available: use device cpu "
+                            "(train.device=cpu, or --device cpu) or auto")
+        if local_rank >= torch.cuda.device_count():
+            raise UserError(f"local rank {local_rank} needs GPU {local_rank} but only "
+                            f"{torch.cuda.device_count()} are visible")
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
     return torch.device("cpu")

@@ -88,8 +88,13 @@ def load_for_inference(
 ) -> tuple[InfiniTransformerLM, Vocab, RunConfig, dict[str, Any]]:
     """Model (eval mode), vocabulary and config of a checkpoint, all taken from the file itself."""
     ckpt = ckpt_io.load(path, map_location="cpu")
-    cfg = config_from_dict(ckpt["config"])
-    model = InfiniTransformerLM(cfg.model)
-    model.load_state_dict(ckpt["model"])
+    try:
+        cfg = config_from_dict(ckpt["config"])
+        model = InfiniTransformerLM(cfg.model)
+        model.load_state_dict(ckpt["model"])
+        vocab = Vocab.from_dict(ckpt["vocab"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:  # a damaged or hand-edited file
+        raise ckpt_io.CheckpointError(f"checkpoint {path} is inconsistent ({type(err).__name__}: "
+                                      f"{str(err)[:200]})") from err
     model.to(device).eval()
-    return model, Vocab.from_dict(ckpt["vocab"]), cfg, ckpt
+    return model, vocab, cfg, ckpt

@@ -11,6 +11,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from . import faults
+
 LOGGER_NAME = "infiniattention"
 LN2 = math.log(2.0)
 
@@ -61,7 +63,9 @@ def close_logging() -> None:
 class MetricsWriter:
     """metrics.jsonl (one JSON object per record) and TensorBoard scalars, on rank 0 only."""
 
-    def __init__(self, run_dir: Path, enabled: bool) -> None:
+    def __init__(self, run_dir: Path, enabled: bool, purge_step: int | None = None) -> None:
+        """`purge_step`: TensorBoard hides the events of this step and later ones that an interrupted
+        earlier process wrote (a resumed run replays them)."""
         self.enabled = enabled
         self._jsonl = None
         self._tb = None
@@ -69,7 +73,7 @@ class MetricsWriter:
             from torch.utils.tensorboard import SummaryWriter
 
             self._jsonl = open(Path(run_dir) / "metrics.jsonl", "a", encoding="utf-8")
-            self._tb = SummaryWriter(log_dir=str(run_dir))
+            self._tb = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
 
     def record(self, kind: str, step: int, values: dict[str, Any]) -> None:
         """One jsonl line {"kind", "step", "time", **values}."""
@@ -83,6 +87,7 @@ class MetricsWriter:
         """TensorBoard scalars by tag ("train/loss", "gate/layer0/head3", ...)."""
         if not self.enabled:
             return
+        faults.hit("tb")
         for tag, value in values.items():
             if value is not None and math.isfinite(value):
                 self._tb.add_scalar(tag, value, step)
@@ -94,6 +99,8 @@ class MetricsWriter:
 
     def close(self) -> None:
         if self.enabled:
-            self._tb.close()
-            self._jsonl.close()
             self.enabled = False
+            try:
+                self._tb.close()
+            finally:
+                self._jsonl.close()

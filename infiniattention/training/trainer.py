@@ -10,7 +10,12 @@ Decisions the spec left open (see README.md, "Training"):
 - A non-finite loss (or, outside fp16, a non-finite gradient norm) skips the step: no optimizer update,
   the memory state is kept from before the step, but the stream and the step counter advance (the
   batch is consumed). More than `train.max_bad_steps` in a row stop the run without writing a
-  checkpoint, so the last good one stays the newest.
+  checkpoint, so the last good one stays the newest. A checkpoint is only ever written when every
+  weight, optimizer state and memory value is finite; otherwise the run stops (exit 1) naming the last
+  good one.
+- Every checkpoint (and best.pt) carries the run id; rotation deletes only this run's checkpoints older
+  than the one just written, and files of another run are moved aside, never mixed in (see README.md,
+  "Failures and recovery").
 - At the start of every epoch (after the first) the memory is reset: the lanes restart elsewhere in
   the stream, so the old memory describes text that no longer precedes them.
 - The final test evaluation uses the weights of `best.pt` when a validation ever ran.
@@ -19,9 +24,11 @@ Decisions the spec left open (see README.md, "Training"):
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -38,8 +45,10 @@ from data_utils.iterators import LMOrderedIterator
 
 from ..model import InfiniTransformerLM, ModelState
 from . import checkpoint as ckpt_io
+from . import faults
 from .config import RunConfig, save_config
 from .distributed import DistEnv, all_reduce_sum, barrier, gather_to_main, setup
+from .errors import DiskFullError, UserError
 from .evaluate import EvalResult, evaluate, precision_autocast
 from .metrics import MetricsWriter, quality, setup_logging
 from .optim import build_optimizer, lr_at, set_lr
@@ -48,8 +57,10 @@ from .optim import build_optimizer, lr_at, set_lr
 NAN_STEPS_ENV = "INFINIATTENTION_NAN_STEPS"
 
 
-class TrainingError(RuntimeError):
-    """The run cannot continue (e.g. too many non-finite steps in a row)."""
+class TrainingError(UserError, RuntimeError):
+    """The run cannot continue (e.g. too many non-finite steps in a row): exit status 1."""
+
+    exit_code = 1
 
 
 class Trainer:
@@ -61,17 +72,24 @@ class Trainer:
         run_dir: str | Path,
         *,
         resume: str = "auto",
+        overwrite: bool = False,
         command: str | None = None,
         progress: bool = True,
     ) -> None:
+        if overwrite and resume not in ("auto", "never"):
+            raise UserError("--overwrite starts the run afresh; it cannot be combined with --resume PATH")
         self.env: DistEnv = setup(cfg.train.device)
         self.run_dir = Path(run_dir)
         if self.env.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            _make_run_dir(self.run_dir)
         barrier()
         self.log = setup_logging(self.run_dir, self.env.is_main)
+        if self.env.is_main:
+            for tmp in ckpt_io.clean_temporaries(self.run_dir):
+                self.log.warning("removed %s, left by a write that was interrupted", tmp)
         self.command = command or "python train.py"
-        self.progress = progress and self.env.is_main
+        # A bar only on a terminal: in a log file (SLURM, nohup, CI) it would bury the log lines.
+        self.progress = progress and self.env.is_main and _is_tty(sys.stdout) and _is_tty(sys.stderr)
         self.device = self.env.device
 
         self.corpus = get_corpus(cfg.data.data_dir, cfg.data.dataset)
@@ -79,9 +97,10 @@ class Trainer:
         cfg = replace(cfg, model=replace(cfg.model, vocab_size=len(self.vocab)))
         self.cfg = cfg
         self._check_batching()
+        self._check_sizes()
 
         ckpt_io.seed_all(cfg.train.seed)  # the same initial weights on every rank
-        self.model = InfiniTransformerLM(cfg.model).to(self.device)
+        self.model = _build_model(cfg, self.device)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.precision == "fp16")
         self.train_iter = LMOrderedIterator(
@@ -93,16 +112,23 @@ class Trainer:
         self.tokens_seen = 0
         self.best_val = math.inf
         self.bad_steps = 0
+        self.window = _Window()
         self.metric_name = quality(0.0, self.vocab.kind)[0]
+        self.run_id = ckpt_io.new_run_id()
+        self.last_good: Path | None = None  # the newest checkpoint known finite and complete
         self._last_saved_step = -1
         self._stop_signal: int | None = None
         self._nan_steps = {int(s) for s in os.environ.get(NAN_STEPS_ENV, "").split(",") if s.strip()}
 
-        resumed = self._resume(resume)
+        resumed = self._resume(resume, overwrite)
         if not resumed:
             ckpt_io.seed_all(cfg.train.seed + self.env.rank)  # each rank its own dropout stream
+        if self.env.is_main:
+            # Records of steps after the checkpoint are replayed identically: drop them, so that
+            # metrics.jsonl holds one clean history (TensorBoard is purged the same way below).
+            truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
         self.fwd = self._wrap()
-        self.writer = MetricsWriter(self.run_dir, self.env.is_main)
+        self.writer = MetricsWriter(self.run_dir, self.env.is_main, purge_step=self.step + 1)
         if self.env.is_main:
             save_config(cfg, self.run_dir / "config.yaml")
         n_params = self.model.num_parameters()
@@ -118,11 +144,34 @@ class Trainer:
     def _check_batching(self) -> None:
         b, w, a = self.cfg.data.batch_size, self.env.world_size, self.cfg.train.grad_accum
         if b % (w * a):
-            raise ValueError(
+            raise UserError(
                 f"data.batch_size={b} must be divisible by world_size x train.grad_accum = {w} x {a}"
             )
         self.local_lanes = b // w
         self.chunk_lanes = self.local_lanes // a
+
+    def _check_sizes(self) -> None:
+        """What would otherwise fail only later (at the first validation, hours in): lanes of every split
+        long enough, and a model whose weights and optimizer state fit in the device's memory."""
+        dc, ec = self.cfg.data, self.cfg.eval
+        lane = len(self.corpus.train) // dc.batch_size
+        if lane < 2:
+            raise UserError(f"data.batch_size={dc.batch_size} lanes are too many for the "
+                            f"{len(self.corpus.train)} tokens of the train split (each lane needs 2 tokens)")
+        if dc.tgt_len >= lane:
+            raise UserError(f"data.tgt_len={dc.tgt_len} is not shorter than a lane of the train split "
+                            f"({lane} tokens = train tokens / data.batch_size)")
+        for split in ("valid", "test"):
+            n = len(self.corpus.split(split))
+            if n // ec.batch_size < 2:
+                raise UserError(f"eval.batch_size={ec.batch_size} lanes are too many for the {n} tokens of "
+                                f"the {split} split (each lane needs 2 tokens)")
+        need = 16 * _parameter_estimate(self.cfg.model)  # fp32 weights, gradients, two Adam moments
+        have = _device_memory(self.device)
+        if have and need > have:
+            raise UserError(f"the model needs about {need / 2**30:.1f} GiB for its weights, gradients and "
+                            f"optimizer state, more than the {have / 2**30:.1f} GiB of {self.device}: "
+                            "make it smaller (model.n_layer, d_model, d_inner, n_head x d_head)")
 
     def _fresh_states(self) -> list[ModelState]:
         n = self.cfg.train.grad_accum
@@ -147,22 +196,77 @@ class Trainer:
     # --------------------------------------------------------------------------------------------
     # Checkpoints.
 
-    def _resume(self, resume: str) -> bool:
-        """Load a checkpoint per `resume` ("auto", "never" or a path); True when one was loaded."""
-        if resume == "never":
+    def _resume(self, resume: str, overwrite: bool) -> bool:
+        """Load a checkpoint per `resume` ("auto", "never" or a path); True when one was loaded.
+
+        Files of another run are never mixed into this one: `never` in a folder that holds checkpoints
+        is refused unless `overwrite`, which moves them aside; `auto` moves unreadable checkpoints aside
+        (they would otherwise outrank this run's new ones), and files of other runs too.
+        """
+        earlier = _run_files(self.run_dir)
+        if resume == "never" or overwrite:
+            weights = [p for p in earlier if p.suffix == ".pt"]
+            if weights and not overwrite:
+                names = ", ".join(p.name for p in weights[:3]) + (", ..." if len(weights) > 3 else "")
+                raise UserError(
+                    f"{self.run_dir} already holds checkpoints of an earlier run ({names}): to continue it "
+                    "use --resume auto; to start afresh use --overwrite (moves them into a sub-folder) or "
+                    "another --run-dir"
+                )
+            barrier()
+            if earlier and self.env.is_main:
+                folder = ckpt_io.move_aside(self.run_dir, earlier, "previous")
+                self.log.warning("--overwrite: moved the earlier run's files into %s", folder)
+            barrier()
             return False
         if resume == "auto":
-            found = ckpt_io.find_resumable(self.run_dir, map_location="cpu")
+            found = None
+            if self.env.is_main:
+                found = ckpt_io.find_resumable(self.run_dir, map_location="cpu")
+                if found is not None and found[2]:
+                    folder = ckpt_io.move_aside(self.run_dir, found[2], "unreadable")
+                    self.log.warning("moved %d unreadable checkpoint(s) into %s", len(found[2]), folder)
+                unreadable = ckpt_io.list_checkpoints(self.run_dir) if found is None else []
+                if unreadable:
+                    folder = ckpt_io.move_aside(self.run_dir, unreadable, "unreadable")
+                    self.log.warning("no readable checkpoint: moved %d unreadable one(s) into %s and "
+                                     "starting afresh", len(unreadable), folder)
+            barrier()
+            if not self.env.is_main:
+                found = ckpt_io.find_resumable(self.run_dir, map_location="cpu")
             if found is None:
+                self._set_aside(None, 0)
                 return False
-            path, ckpt = found
+            path, ckpt, _ = found
         else:
             path = Path(resume)
             ckpt = ckpt_io.load(path, map_location="cpu")
         ckpt_io.check_compatible(ckpt, asdict(self.cfg.model), self.vocab.digest(), path)
         self._load(ckpt, path)
+        self._set_aside(ckpt.get("run_id"), self.step, keep=path)
+        self.run_id = ckpt.get("run_id") or self.run_id
+        self.last_good = path
         self.log.info("resumed from %s at step %d (%d tokens seen)", path, self.step, self.tokens_seen)
         return True
+
+    def _set_aside(self, run_id: str | None, step: int, keep: Path | None = None) -> None:
+        """Move aside the folder's checkpoints (and best.pt) that do not belong to the history being
+        continued: another run id, or a later step than the one resumed from."""
+        if self.env.is_main:
+            foreign = []
+            for p in ckpt_io.list_checkpoints(self.run_dir):
+                if keep is not None and p.resolve() == keep.resolve():
+                    continue
+                if ckpt_io.step_of(p) > step or ckpt_io.read_run_id(p) != run_id:
+                    foreign.append(p)
+            best = self.run_dir / ckpt_io.BEST
+            if best.is_file() and (run_id is None or ckpt_io.read_run_id(best) != run_id):
+                foreign.append(best)
+            if foreign:
+                folder = ckpt_io.move_aside(self.run_dir, foreign, "previous")
+                self.log.warning("moved %s (not of the run being continued) into %s",
+                                 ", ".join(p.name for p in foreign), folder)
+        barrier()
 
     def _load(self, ckpt: dict[str, Any], path: Path) -> None:
         self.model.load_state_dict(ckpt["model"])
@@ -180,6 +284,8 @@ class Trainer:
         self.tokens_seen = int(ckpt["tokens_seen"])
         self.best_val = float(ckpt["best_val"])
         self._last_saved_step = self.step
+        if "log_window" in ckpt:  # the first log line after a resume averages a full window
+            self.window = _Window.from_state(ckpt["log_window"])
 
         full = ModelState.from_state_dict(ckpt["memory"])
         if full.batch_size != self.cfg.data.batch_size:
@@ -205,14 +311,31 @@ class Trainer:
             ckpt_io.seed_all(self.cfg.train.seed + 7919 * self.step + self.env.rank)
 
     def save_checkpoint(self, names: list[str]) -> None:
-        """Gather every rank's memory and RNG state and write them (rank 0) under each of `names`."""
+        """Gather every rank's memory and RNG state and write them (rank 0) under each of `names`.
+
+        Refuses (TrainingError) when any weight, optimizer state or memory value is not finite: such a
+        file would be resumed from and called good. A full disk raises DiskFullError naming the intact
+        previous checkpoint.
+        """
         local = ModelState.cat_lanes(self.states).state_dict()
         local = {k: v.detach().cpu() for k, v in local.items()}
+        bad = ckpt_io.all_finite({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                                  "memory": local})
+        flag = torch.tensor([float(len(bad))], device=self.device)
+        all_reduce_sum(flag)  # every rank stops together
+        if flag.item() > 0:
+            where = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "") if bad else "another rank's state"
+            raise TrainingError(
+                f"step {self.step}: non-finite values in {where}; no checkpoint written; "
+                f"{self._last_good_text()}. "
+                "Lower optim.lr, raise optim.eps, tighten optim.clip or use precision fp32, then resume."
+            )
         gathered = gather_to_main({"memory": local, "rng": ckpt_io.capture_rng()}, self.env)
         if self.env.is_main:
             memory = ModelState.cat_lanes([ModelState.from_state_dict(g["memory"]) for g in gathered])
             ckpt = {
                 "format_version": ckpt_io.FORMAT_VERSION,
+                "run_id": self.run_id,
                 "step": self.step,
                 "tokens_seen": self.tokens_seen,
                 "best_val": self.best_val,
@@ -222,6 +345,7 @@ class Trainer:
                 "iterator": self.train_iter.state_dict(),
                 "memory": memory.state_dict(),
                 "rng": [g["rng"] for g in gathered],
+                "log_window": self.window.state_dict(),
                 "world_size": self.env.world_size,
                 "config": self.cfg.to_dict(),
                 "dataset": self.corpus.name,
@@ -230,11 +354,24 @@ class Trainer:
                 "versions": ckpt_io.versions(),
             }
             for name in names:
-                ckpt_io.save_atomic(ckpt, self.run_dir / name)
-            ckpt_io.rotate(self.run_dir, self.cfg.train.keep_last)
+                try:
+                    ckpt_io.save_atomic(ckpt, self.run_dir / name)
+                except OSError as err:
+                    if not DiskFullError.matches(err):
+                        raise
+                    raise DiskFullError.from_os_error(err, self._last_good_text()) from err
+            periodic = [n for n in names if ckpt_io.CKPT_RE.match(n)]
+            if periodic:
+                self.last_good = self.run_dir / periodic[-1]
+                ckpt_io.rotate(self.run_dir, self.cfg.train.keep_last, self.run_id, self.step)
             self.log.info("checkpoint step %d -> %s", self.step, ", ".join(names))
         self._last_saved_step = self.step
         barrier()
+
+    def _last_good_text(self) -> str:
+        if self.last_good is not None and self.last_good.is_file():
+            return f"the last good checkpoint is {self.last_good}"
+        return "no good checkpoint of this run was written yet"
 
     # --------------------------------------------------------------------------------------------
     # The step.
@@ -293,7 +430,7 @@ class Trainer:
         bar = tqdm(total=tc.max_steps, initial=self.step, disable=not self.progress, dynamic_ncols=True,
                    desc="train")
         result: dict[str, Any] = {"step": self.step}
-        window = _Window()
+        self.window.t0 = time.time()
         batches = self._batches()
         try:
             self.model.train()
@@ -307,7 +444,8 @@ class Trainer:
                 self.step += 1
                 n_tokens = y.numel() * self.env.world_size
                 self.tokens_seen += n_tokens
-                window.add(loss if ok else None, grad_norm, n_tokens)
+                self.window.add(loss if ok else None, grad_norm, n_tokens)
+                faults.hit("step")
                 if ok:
                     self.bad_steps = 0
                 else:
@@ -316,10 +454,11 @@ class Trainer:
                 if ok:
                     metric = f"{quality(loss, self.vocab.kind)[1]:.3f}"
                     bar.set_postfix(loss=f"{loss:.3f}", **{self.metric_name: metric},
-                                    tok_s=f"{window.tokens_per_s():.0f}", lr=f"{lr:.2e}", refresh=False)
+                                    tok_s=f"{self.window.tokens_per_s():.0f}", lr=f"{lr:.2e}", refresh=False)
                 if self.step % tc.log_interval == 0 or self.step == tc.max_steps:
-                    self._log_train(window, lr)
-                    window = _Window()
+                    self._log_train(self.window, lr)
+                    self.window = _Window()
+                    faults.hit("log")
                 if tc.eval_interval and self.step % tc.eval_interval == 0 or self.step == tc.max_steps:
                     result["valid"] = self._validate()
                 if tc.ckpt_interval and self.step % tc.ckpt_interval == 0 or self.step == tc.max_steps:
@@ -339,11 +478,29 @@ class Trainer:
                 self.save_checkpoint([ckpt_io.ckpt_path(self.run_dir, self.step).name])
             result["test"] = self._test()
             result["step"] = self.step
+            self._check_final(result)
             return result
         finally:
             bar.close()
             restore()
+            self._close_writer()
+
+    def _check_final(self, result: dict[str, Any]) -> None:
+        """A run whose final numbers are not finite failed, whatever the loop did (exit status 1)."""
+        for split in ("valid", "test"):
+            loss = result.get(split, {}).get("loss")
+            if loss is not None and not math.isfinite(loss):
+                raise TrainingError(f"the final {split} loss is {loss}: the run diverged; "
+                                    f"{self._last_good_text()}")
+
+    def _close_writer(self) -> None:
+        """Close the metrics files; a failure here (a full disk) must not hide the error being raised."""
+        pending = sys.exc_info()[1]
+        try:
             self.writer.close()
+        except OSError:
+            if pending is None:
+                raise
 
     def _bad_step(self, loss: float, grad_norm: float) -> None:
         self.bad_steps += 1
@@ -354,12 +511,10 @@ class Trainer:
         )
         self.writer.record("skip", self.step, {"loss": str(loss), "grad_norm": str(grad_norm)})
         if self.bad_steps > self.cfg.train.max_bad_steps:
-            last = ckpt_io.list_checkpoints(self.run_dir)
-            where = f"the last good checkpoint is {last[0]}" if last else "no checkpoint was written"
             raise TrainingError(
                 f"{self.bad_steps} consecutive non-finite steps (train.max_bad_steps="
-                f"{self.cfg.train.max_bad_steps}): stopping; {where}. Lower optim.lr, use precision fp32 or "
-                "bf16, or tighten optim.clip, then resume."
+                f"{self.cfg.train.max_bad_steps}): stopping; {self._last_good_text()}. Lower optim.lr, use "
+                "precision fp32 or bf16, or tighten optim.clip, then resume."
             )
 
     def _log_train(self, window: _Window, lr: float) -> None:
@@ -405,6 +560,12 @@ class Trainer:
     def _validate(self) -> dict[str, Any]:
         t0 = time.time()
         res = self._eval("valid", self.cfg.eval.max_tokens)
+        faults.hit("eval")
+        if not math.isfinite(res.nll):  # the weights are broken: stop before any checkpoint holds them
+            self._report("valid", res)
+            raise TrainingError(f"step {self.step}: the validation loss is {res.nll}: the run diverged; "
+                                f"{self._last_good_text()}. Lower optim.lr or use precision fp32 or bf16, "
+                                "then resume.")
         improved = res.nll < self.best_val
         if improved:
             self.best_val = res.nll
@@ -419,6 +580,11 @@ class Trainer:
         extra: dict[str, Any] = {"weights": "final"}
         if best.is_file():
             ckpt = ckpt_io.load(best, map_location="cpu")
+            if ckpt.get("run_id") != self.run_id:  # never report a number that mixes two runs
+                raise ckpt_io.CheckpointError(
+                    f"{best} belongs to run {ckpt.get('run_id')}, not to this run ({self.run_id}): move it "
+                    "away and rerun to get this run's test number"
+                )
             self.model.load_state_dict(ckpt["model"])
             extra = {"weights": "best", "best_step": int(ckpt["step"])}
         res = self._eval("test", self.cfg.eval.test_max_tokens)
@@ -461,6 +627,19 @@ class _Window:
         self.skipped = 0
         self.tokens = 0
 
+    _FIELDS = ("loss_sum", "norm_sum", "good", "steps", "skipped", "tokens")
+
+    def state_dict(self) -> dict[str, float]:
+        """The sums (not the clock): stored in checkpoints so that a resumed window is complete."""
+        return {k: getattr(self, k) for k in self._FIELDS}
+
+    @classmethod
+    def from_state(cls, state: dict[str, float]) -> _Window:
+        window = cls()
+        for k in cls._FIELDS:
+            setattr(window, k, type(getattr(window, k))(state[k]))
+        return window
+
     def add(self, loss: float | None, grad_norm: float, tokens: int) -> None:
         self.steps += 1
         self.tokens += tokens
@@ -483,3 +662,83 @@ class _Window:
 
 def _fmt(x: float | None) -> str:
     return f"{x:.4f}" if x is not None else "n/a"
+
+
+def _is_tty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def _make_run_dir(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create the run folder {run_dir}: {err.strerror}") from err
+    if not os.access(run_dir, os.W_OK):
+        raise UserError(f"the run folder {run_dir} is not writable")
+
+
+def _run_files(run_dir: Path) -> list[Path]:
+    """The files an earlier run left in `run_dir` (train.log stays: it is appended to)."""
+    if not run_dir.is_dir():
+        return []
+    return sorted(
+        p for p in run_dir.iterdir()
+        if ckpt_io.CKPT_RE.match(p.name) or p.name in (ckpt_io.BEST, "metrics.jsonl", "config.yaml")
+        or p.name.startswith("events.out.tfevents.")
+    )
+
+
+def truncate_metrics(path: Path, step: int) -> int:
+    """Drop the records of metrics.jsonl after `step` (and any half-written line); returns how many."""
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+            keep = isinstance(record, dict) and int(record.get("step", 0)) <= step
+        except (ValueError, TypeError):
+            keep = False
+        if keep:
+            kept.append(line + "\n")
+        else:
+            dropped += 1
+    if dropped:
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        try:
+            tmp.write_text("".join(kept), encoding="utf-8")
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return dropped
+
+
+def _parameter_estimate(m: Any) -> int:
+    """Parameters of a model config, to within a few percent (attention + FFN + embeddings)."""
+    attn = 4 * m.d_model * m.n_head * m.d_head
+    ffn = 2 * m.d_model * m.d_inner
+    emb = m.vocab_size * m.d_model * (1 if m.tie_weights else 2)
+    return m.n_layer * (attn + ffn) + emb
+
+
+def _device_memory(device: torch.device) -> int | None:
+    """Total memory of `device` in bytes (None when unknown)."""
+    try:
+        if device.type == "cuda":
+            return int(torch.cuda.get_device_properties(device).total_memory)
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _build_model(cfg: RunConfig, device: torch.device) -> InfiniTransformerLM:
+    try:
+        return InfiniTransformerLM(cfg.model).to(device)
+    except (RuntimeError, MemoryError) as err:
+        if isinstance(err, MemoryError) or "memory" in str(err).lower() or "allocate" in str(err).lower():
+            raise UserError(f"the model does not fit in the memory of {device} ({str(err)[:80]}): make it "
+                            "smaller") from err
+        raise
