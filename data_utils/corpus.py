@@ -26,8 +26,10 @@ class CorpusNotFoundError(DataError, FileNotFoundError):
 class Corpus:
     """Memory-mapped token id arrays of the three splits, with their vocabulary and metadata.
 
-    The arrays are opened with `np.load(mmap_mode="r")`: nothing is read until it is used, and every
-    DDP rank on a node shares the page cache instead of holding its own copy.
+    The arrays are opened with `np.load(mmap_mode="r")`, and every DDP rank on a node shares the page
+    cache instead of holding its own copy. On opening, each split is checked once (dtype, shape and
+    the min/max of its ids), and a malformed `meta.json`/`vocab.json` is named: a `DataError` says to
+    re-run getdata.sh rather than training on wrong ids.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:

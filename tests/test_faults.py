@@ -203,11 +203,16 @@ def test_signal_stops_cleanly_and_resumes_bitwise(fault, straight_inproc, tmp_pa
     assert leftovers(run) == []
 
 
-def test_second_ctrl_c_is_one_line_and_130(tmp_path, monkeypatch):
-    monkeypatch.setenv(faults.ENV, "step:3:int,step:3:int")
+@pytest.mark.parametrize("point", ["step:3", "write.ckpt:1", "write.best:1"])
+def test_second_ctrl_c_is_one_line_and_130(point, tmp_path, monkeypatch):
+    """Also inside a checkpoint write (torch.save used to turn the KeyboardInterrupt into a RuntimeError
+    traceback); the half-written temporary is removed and the previous checkpoint stays."""
+    monkeypatch.setenv(faults.ENV, f"{point}:int,{point}:int")
     res = train(tmp_path / "run", **CHAIN)
     assert_one_line(res, 130, "interrupted")
     assert leftovers(tmp_path / "run") == []
+    for path in ckpt_io.list_checkpoints(tmp_path / "run"):
+        assert ckpt_io.load(path)["step"] == ckpt_io.step_of(path)
 
 
 def test_ctrl_c_during_startup_is_one_line_and_130(tmp_path, monkeypatch):

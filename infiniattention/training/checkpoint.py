@@ -129,8 +129,8 @@ def step_of(path: Path) -> int:
 
 
 class _Writer:
-    """A binary file that remembers the OSError of a failed write: torch.save turns it into a
-    RuntimeError without the errno, and "no space left on device" must reach the user as such."""
+    """A binary file that remembers why a write failed: torch.save turns any exception of a write
+    into a RuntimeError, but "no space left on device" (and a Ctrl-C) must reach the user as such."""
 
     def __init__(self, f, fault_point: str | None) -> None:
         self.f, self.fault_point, self.error, self.written = f, fault_point, None, 0
@@ -144,7 +144,7 @@ class _Writer:
                 self.f.flush()
                 faults.hit(point)
             return n
-        except OSError as err:
+        except BaseException as err:  # OSError, or KeyboardInterrupt from a second Ctrl-C
             self.error = err
             raise
 
@@ -166,8 +166,10 @@ def save_atomic(obj: dict[str, Any], path: Path) -> None:
             try:
                 torch.save(obj, writer)
             except RuntimeError as err:
-                if writer.error is not None:
+                if isinstance(writer.error, OSError):
                     raise OSError(writer.error.errno, writer.error.strerror, str(path)) from err
+                if writer.error is not None:
+                    raise writer.error from None
                 raise
             f.flush()
             os.fsync(f.fileno())

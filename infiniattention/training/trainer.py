@@ -166,7 +166,8 @@ class Trainer:
             if n // ec.batch_size < 2:
                 raise UserError(f"eval.batch_size={ec.batch_size} lanes are too many for the {n} tokens of "
                                 f"the {split} split (each lane needs 2 tokens)")
-        need = 16 * _parameter_estimate(self.cfg.model)  # fp32 weights, gradients, two Adam moments
+        per_param = 16 if self.cfg.optim.name == "adamw" else 12  # fp32 weights, gradients, moments
+        need = per_param * _parameter_estimate(self.cfg.model)
         have = _device_memory(self.device)
         if have and need > have:
             raise UserError(f"the model needs about {need / 2**30:.1f} GiB for its weights, gradients and "
