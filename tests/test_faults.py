@@ -884,3 +884,12 @@ def test_soak_rss_flat_and_disk_bounded(tmp_path):
     ckpt_size = ckpt_io.list_checkpoints(run)[0].stat().st_size
     log_size = sum(p.stat().st_size for p in run.iterdir() if p.suffix != ".pt")
     assert max(sizes) <= 4 * ckpt_size + log_size + 64 * 1024, report  # keep_last + best + one being written
+
+
+def test_resume_command_drops_overwrite():
+    """The printed resume command must continue the run, not move it aside again."""
+    import train as train_cli
+
+    argv = ["--config", "c.yaml", "--resume", "never", "--overwrite", "--set", "a.b=1"]
+    cmd = train_cli.resume_command(argv)
+    assert cmd == "python train.py --config c.yaml --set a.b=1"
