@@ -860,7 +860,7 @@ def test_soak_rss_flat_and_disk_bounded(tmp_path):
     thread.start()
     sets = {"model.n_layer": 1, "model.d_model": 16, "model.n_head": 2, "model.d_head": 8,
             "model.d_inner": 32, "model.segment_len": 8, "data.batch_size": 2, "data.tgt_len": 16,
-            "train.max_steps": steps,
+            "train.max_steps": steps, "optim.decay_steps": steps,
             "train.log_interval": 50, "train.eval_interval": 1000, "train.ckpt_interval": 100,
             "train.keep_last": 2, "eval.batch_size": 1, "eval.tgt_len": 16, "eval.max_tokens": 64,
             "eval.test_max_tokens": 64}
