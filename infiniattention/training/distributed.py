@@ -80,6 +80,15 @@ def gather_to_main(obj: Any, env: DistEnv) -> list[Any] | None:
     return out
 
 
+def broadcast_from_main(obj: Any, env: DistEnv) -> Any:
+    """Rank 0's `obj` on every rank (`obj` itself without a process group)."""
+    if not env.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()

@@ -47,7 +47,7 @@ from ..model import InfiniTransformerLM, ModelState
 from . import checkpoint as ckpt_io
 from . import faults
 from .config import RunConfig, save_config
-from .distributed import DistEnv, all_reduce_sum, barrier, gather_to_main, setup
+from .distributed import DistEnv, all_reduce_sum, barrier, broadcast_from_main, gather_to_main, setup
 from .errors import DiskFullError, UserError
 from .evaluate import EvalResult, evaluate, precision_autocast
 from .metrics import MetricsWriter, quality, setup_logging
@@ -114,7 +114,7 @@ class Trainer:
         self.bad_steps = 0
         self.window = _Window()
         self.metric_name = quality(0.0, self.vocab.kind)[0]
-        self.run_id = ckpt_io.new_run_id()
+        self.run_id = broadcast_from_main(ckpt_io.new_run_id(), self.env)  # one id for all ranks
         self.last_good: Path | None = None  # the newest checkpoint known finite and complete
         self._last_saved_step = -1
         self._stop_signal: int | None = None
