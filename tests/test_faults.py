@@ -893,3 +893,20 @@ def test_resume_command_drops_overwrite():
     argv = ["--config", "c.yaml", "--resume", "never", "--overwrite", "--set", "a.b=1"]
     cmd = train_cli.resume_command(argv)
     assert cmd == "python train.py --config c.yaml --set a.b=1"
+
+
+def test_full_disk_under_train_log_prints_no_logging_traceback(tmp_path, capsys):
+    import errno
+    import logging
+
+    from infiniattention.training.metrics import LogFileHandler
+
+    class FullDisk(io.StringIO):
+        def write(self, s):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    handler = LogFileHandler(tmp_path / "train.log", encoding="utf-8")
+    handler.stream.close()
+    handler.stream = FullDisk()
+    handler.emit(logging.makeLogRecord({"msg": "step 1", "levelno": logging.INFO, "levelname": "INFO"}))
+    assert capsys.readouterr().err == ""  # logging's own handler prints "--- Logging error ---" + traceback

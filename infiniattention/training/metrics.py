@@ -34,6 +34,14 @@ class TqdmHandler(logging.Handler):
             self.handleError(record)
 
 
+class LogFileHandler(logging.FileHandler):
+    """train.log; a failed write (a full disk) is not printed as a logging traceback: the console still
+    has the line, and the write that matters (checkpoint, metrics) reports the disk error itself."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
 def setup_logging(run_dir: Path | None, is_main: bool) -> logging.Logger:
     """The package logger: INFO on rank 0 (console and `run_dir/train.log`), WARNING elsewhere."""
     logger = logging.getLogger(LOGGER_NAME)
@@ -47,7 +55,7 @@ def setup_logging(run_dir: Path | None, is_main: bool) -> logging.Logger:
     console.setFormatter(fmt)
     logger.addHandler(console)
     if is_main and run_dir is not None:
-        file_handler = logging.FileHandler(Path(run_dir) / "train.log", encoding="utf-8")
+        file_handler = LogFileHandler(Path(run_dir) / "train.log", encoding="utf-8")
         file_handler.setFormatter(fmt)
         logger.addHandler(file_handler)
     return logger
