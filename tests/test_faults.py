@@ -137,10 +137,30 @@ def sub_env(fault: str | None = None) -> dict[str, str]:
     return env
 
 
-def sub_train(run_dir: Path, fault: str | None = None, **sets) -> subprocess.CompletedProcess:
-    """train.py in a subprocess: the kill chain runs 60 steps, so that 24 kills fit before the end."""
-    cmd = [sys.executable, "train.py", *train_args(run_dir, **{**CHAIN, "train.max_steps": 60, **sets})]
-    return subprocess.run(cmd, cwd=REPO, env=sub_env(fault), capture_output=True, text=True, timeout=300)
+class Forker:
+    """tests/fork_runner.py: one real process per run, forked from a warm interpreter."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs, self.n = logs, 0
+        logs.mkdir()
+        self.proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "fork_runner.py")], cwd=REPO,
+                                     env=sub_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def train(self, run_dir: Path, fault: str | None = None, warmup: bool = False, **sets) -> tuple[int, str]:
+        """(exit status, output) of one run of the 60-step chain (so that 24 kills fit before its end)."""
+        self.n += 1
+        log = self.logs / f"{self.n}.log"
+        argv = train_args(run_dir, **{**CHAIN, "train.max_steps": 60, **sets})
+        request = {"argv": argv, "env": sub_env(fault), "log": str(log), "warmup": warmup}
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        reply = self.proc.stdout.readline()
+        assert reply, "the fork runner died"
+        return json.loads(reply)["rc"], log.read_text()
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -156,19 +176,24 @@ KILL_POINTS = [
 
 @pytest.mark.slow
 def test_kill9_at_24_points_resumes_bitwise(tmp_path):
-    straight = tmp_path / "straight"
-    proc = sub_train(straight)
-    assert proc.returncode == 0, proc.stderr
-    run = tmp_path / "killed"
-    resumed_from = []
-    for point in KILL_POINTS:
-        proc = sub_train(run, f"{point}:kill")
-        assert proc.returncode == -signal.SIGKILL, (point, proc.returncode, proc.stdout[-2000:], proc.stderr)
-        found = ckpt_io.find_resumable(run)
-        resumed_from.append(found[1]["step"] if found else 0)
-    proc = sub_train(run)
-    assert proc.returncode == 0, proc.stderr
-    assert "Traceback" not in proc.stderr
+    forker = Forker(tmp_path / "logs")
+    try:
+        assert forker.train(tmp_path / "warmup", warmup=True, **{"train.max_steps": 2})[0] == 0
+        straight = tmp_path / "straight"
+        rc, out = forker.train(straight)
+        assert rc == 0, out[-3000:]
+        run = tmp_path / "killed"
+        resumed_from = []
+        for point in KILL_POINTS:
+            rc, out = forker.train(run, f"{point}:kill")
+            assert rc == -signal.SIGKILL, (point, rc, out[-3000:])
+            found = ckpt_io.find_resumable(run)
+            resumed_from.append(found[1]["step"] if found else 0)
+        rc, out = forker.train(run)
+        assert rc == 0, out[-3000:]
+        assert "Traceback" not in out
+    finally:
+        forker.close()
     assert len(set(KILL_POINTS)) == 24 and len(set(resumed_from)) >= 8, resumed_from  # kills all along
     print("kill chain resumed from steps:", resumed_from)
     assert_same_run(straight, run)
