@@ -310,6 +310,23 @@ def test_real_file_size_limit_during_checkpoint(tmp_path):
     assert ckpt_io.list_checkpoints(run) == [] and leftovers(run) == []
 
 
+@pytest.mark.slow
+def test_real_file_size_limit_while_logging(tmp_path):
+    """The limit hit by metrics.jsonl or the TensorBoard file (no checkpoint is due): one line, exit 1."""
+    run = tmp_path / "run"
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (6_000, 6_000))
+
+    sets = {**CHAIN, "train.max_steps": 200, "train.log_interval": 1, "train.ckpt_interval": 0,
+            "train.eval_interval": 0}
+    cmd = [sys.executable, "train.py", *train_args(run, **sets)]
+    proc = subprocess.run(cmd, cwd=REPO, env=sub_env(), capture_output=True, text=True, timeout=300,
+                          preexec_fn=limit)
+    assert_one_line(Result(proc.returncode, proc.stdout, proc.stderr), 1, "no space left on device")
+    assert leftovers(run) == []
+
+
 # ------------------------------------------------------------------------------------------------
 # Defect 1: rotation, --resume never in a used folder, run ids.
 

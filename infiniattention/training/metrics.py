@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 from tqdm import tqdm
 
 from . import faults
+from .errors import DiskFullError
 
 LOGGER_NAME = "infiniattention"
 LN2 = math.log(2.0)
@@ -77,7 +79,11 @@ class MetricsWriter:
         self.enabled = enabled
         self._jsonl = None
         self._tb = None
+        self._hook = threading.excepthook
         if enabled:
+            # TensorBoard writes from a thread; a full disk there would print a thread traceback, and
+            # the main thread raises the same error at the next write anyway (one line, exit 1).
+            threading.excepthook = self._quiet_disk_full
             from torch.utils.tensorboard import SummaryWriter
 
             self._jsonl = open(Path(run_dir) / "metrics.jsonl", "a", encoding="utf-8")
@@ -105,6 +111,10 @@ class MetricsWriter:
             self._tb.flush()
             self._jsonl.flush()
 
+    def _quiet_disk_full(self, args: threading.ExceptHookArgs) -> None:
+        if not DiskFullError.matches(args.exc_value):
+            self._hook(args)
+
     def close(self) -> None:
         if self.enabled:
             self.enabled = False
@@ -112,3 +122,4 @@ class MetricsWriter:
                 self._tb.close()
             finally:
                 self._jsonl.close()
+                threading.excepthook = self._hook
