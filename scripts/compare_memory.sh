@@ -6,8 +6,9 @@
 #   bash scripts/compare_memory.sh [--budget-steps S] [--config configs/tiny.yaml] [--out runs/compare]
 #                                  [--set section.key=value ...]   (applied to all three runs)
 #
-# Default budget: the config's train.max_steps (tiny.yaml: 1,300 steps of 16 x 256 tokens; about
-# 15-20 minutes in all on an idle 2-core machine). A finished run is not trained again (auto-resume).
+# Default budget: the config's train.max_steps (tiny.yaml: 1,300 steps of 16 x 256 tokens; estimated
+# at 15-20 minutes in all on an idle 2-core machine from the demo's 293 s per run). A finished run is
+# not trained again (auto-resume).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
