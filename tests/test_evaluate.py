@@ -119,14 +119,14 @@ def test_bad_text_is_a_one_line_error(ckpts, tmp_path, capsys, content, message)
     path.write_bytes(content)
     code, _ = run_eval("--checkpoint", str(ckpts["infini"]), "--text", str(path))
     err = capsys.readouterr().err
-    assert code == 1 and message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert code == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err
 
 
 def test_text_and_split_exclude_each_other(ckpts, tmp_path, capsys):
     (tmp_path / "t.txt").write_bytes(b"some text")
     code, _ = run_eval("--checkpoint", str(ckpts["infini"]), "--text", str(tmp_path / "t.txt"),
                        "--split", "test")
-    assert code == 1 and "exclude each other" in capsys.readouterr().err
+    assert code == 2 and "exclude each other" in capsys.readouterr().err
 
 
 def test_word_and_char_vocabularies():
@@ -206,7 +206,7 @@ def test_reset_every_one_reads_a_zero_memory(ckpts):
 
 def test_reset_every_must_be_positive(ckpts, capsys):
     code, _ = run_eval("--checkpoint", str(ckpts["infini"]), "--reset-every", "0", "--max-tokens", "10")
-    assert code == 1 and "reset_every must be a positive integer" in capsys.readouterr().err
+    assert code == 2 and "--reset-every must be a positive integer" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------- xl eval overrides
@@ -247,14 +247,14 @@ def test_xl_overrides_change_the_scores(ckpts, tmp_path):
 def test_xl_flags_on_an_infini_checkpoint_are_errors(ckpts, capsys, flag):
     code, _ = run_eval("--checkpoint", str(ckpts["infini"]), *flag)
     err = capsys.readouterr().err
-    assert code == 1 and f"{flag[0]} applies to checkpoints with" in err and "memory infini" in err
+    assert code == 2 and f"{flag[0]} applies to checkpoints with" in err and "memory infini" in err
 
 
 def test_bad_xl_override_values_are_errors(ckpts, capsys):
     code, _ = run_eval("--checkpoint", str(ckpts["xl"]), "--mem-len", "-3")
-    assert code == 1 and "model.mem_len must be an integer >= 0" in capsys.readouterr().err
+    assert code == 2 and "model.mem_len must be an integer >= 0" in capsys.readouterr().err
     code, _ = run_eval("--checkpoint", str(ckpts["xl"]), "--mem-len", "0", "--same-length")
-    assert code == 1 and "same_length needs mem_len > 0" in capsys.readouterr().err
+    assert code == 2 and "same_length needs mem_len > 0" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------ torchrun

@@ -105,7 +105,7 @@ def check_out_file(name: str, path: str | None) -> None:
 
 def check_eval_args(args: argparse.Namespace) -> None:
     """eval.py: refuse values that used to fall back silently to the defaults (0, negatives)."""
-    for flag in ("batch_size", "tgt_len", "max_tokens"):
+    for flag in ("batch_size", "tgt_len", "max_tokens", "reset_every"):
         positive_int("--" + flag.replace("_", "-"), getattr(args, flag, None))
     check_out_file("--out", getattr(args, "out", None))
 
