@@ -55,6 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from common import git_commit, peak_since, print_table, reset_peak, sync, write_json  # noqa: E402
 from flops import StepShape, forward_flops, train_flops  # noqa: E402
 
 from infiniattention import InfiniTransformerLM  # noqa: E402
@@ -68,22 +69,6 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 # ----------------------------------------------------------------------------------------- helpers
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return out + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def mode_config(cfg: RunConfig, mode: str) -> ModelConfig:
@@ -250,39 +235,14 @@ def timed_steps(runner: Runner, steps: int, device: torch.device) -> list[float]
 # ------------------------------------------------------------------------------------- peak memory
 
 
-def _status_kib(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
 def memory_worker(args: argparse.Namespace, cfg: RunConfig, device: torch.device, variant: str) -> dict:
     """Peak memory of 3 training steps of one variant in this (fresh) process."""
     gc.collect()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-    else:
-        try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")  # reset the RSS high-water mark to the current RSS
-        except OSError:
-            return {"peak_bytes": None, "note": "no /proc/self/clear_refs"}
-        base = _status_kib("VmRSS") * 1024
+    base = reset_peak(device)
     runner = build_runner(args, cfg, device, variant)
     for _ in range(3):
         runner.step()
-    sync(device)
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(device) - base
-    else:
-        peak = _status_kib("VmHWM") * 1024 - base
-    return {"peak_bytes": int(peak)}
+    return {"peak_bytes": peak_since(device, base)}
 
 
 def peak_memory(args: argparse.Namespace, variant: str) -> int | None:
@@ -459,15 +419,10 @@ def main(argv: list[str] | None = None) -> None:
             f"{row['train_flops_per_step'] / 1e9:.2f}", f"{row['mfu'] * 100:.1f}%",
             "-" if peak is None else f"{peak:.0f}",
         ])
-    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     print(f"\nmatmul ceiling {ceiling / 1e9:.1f} GFLOP/s ({dtype}, median of {args.rounds} rounds; "
           f"round min-max {min(ceilings) / 1e9:.1f}-{max(ceilings) / 1e9:.1f}); "
           f"{args.rounds} rounds x {args.steps} steps per variant, medians")
-    for i, line in enumerate(lines):
-        cells = zip(line, widths, strict=True)
-        print(" | ".join(c.rjust(w) if j else c.ljust(w) for j, (c, w) in enumerate(cells)))
-        if i == 0:
-            print("-+-".join("-" * w for w in widths))
+    print_table(lines)
     for k, val in ratios.items():
         print(f"{k}: {val:.3f}")
 
@@ -483,12 +438,7 @@ def main(argv: list[str] | None = None) -> None:
         "matmul_ceiling_flops": ceiling, "matmul_ceiling_rounds": ceilings, "ceiling_shapes": shapes,
         "rows": rows, "ratios": ratios, "step_times_s": times, "profiles": profiles,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(out)
-    print(f"wrote {out}")
+    print(f"wrote {write_json(args.out, result)}")
 
 
 if __name__ == "__main__":
