@@ -4,7 +4,9 @@ One layer: shared Q/K/V projections (eq. 5); causal local attention inside each 
 compressive memory read before it is written (eqs. 7-9); a learned per-head gate mixing the two
 (eq. 10); the output projection (eq. 11). The same module also runs the two baselines that share
 every other line of code: ``memory="none"`` (local attention only) and ``memory="xl"`` (the
-Transformer-XL cache of ``mem_len`` earlier hidden states).
+Transformer-XL cache of ``mem_len`` earlier hidden states). The xl cache is stop-gradient, as in
+Transformer-XL (its SG(h)): keys and values of earlier segments are projected from detached layer
+inputs, within a call and across calls, so no gradient crosses a segment boundary in xl mode.
 
 Layer-major and parallel over segments: a call on ``T`` tokens runs the projections on all of them,
 local attention on ``[B * H, S, N, d]`` in one ``scaled_dot_product_attention`` call, and the memory
@@ -102,6 +104,9 @@ class InfiniAttention(nn.Module):
         memory: str = "infini",
         mem_len: int = 0,
         clamp_len: int = -1,
+        same_length: bool = False,
+        pos_dropout: float = 0.0,
+        own_xl_bias: bool = True,
     ) -> None:
         super().__init__()
         for name, value in (("d_model", d_model), ("n_head", n_head), ("d_head", d_head),
@@ -115,12 +120,17 @@ class InfiniAttention(nn.Module):
             if pos != "xl":
                 raise ValueError(f"memory='xl' uses the Transformer-XL relative encoding: pos must be 'xl', "
                                  f"got {pos!r}")
-            if not isinstance(mem_len, int) or mem_len <= 0:
-                raise ValueError(f"memory='xl' needs mem_len > 0, got {mem_len!r}")
+            if isinstance(mem_len, bool) or not isinstance(mem_len, int) or mem_len < 0:
+                raise ValueError(f"memory='xl' needs an integer mem_len >= 0, got {mem_len!r}")
+            if same_length and mem_len == 0:
+                raise ValueError("same_length=True needs mem_len > 0 (each query sees the last mem_len keys)")
+        elif same_length:
+            raise ValueError(f"same_length applies to memory='xl' only, got memory={memory!r}")
         self.d_model, self.n_head, self.d_head = d_model, n_head, d_head
         self.segment_len, self.update, self.pos, self.memory = segment_len, update, pos, memory
         self.mem_len = mem_len if memory == "xl" else 0
         self.dropatt, self.eps = dropatt, eps
+        self.same_length = same_length
 
         inner = n_head * d_head
         self.q_proj = nn.Linear(d_model, inner, bias=False)
@@ -133,7 +143,8 @@ class InfiniAttention(nn.Module):
         if pos == "rope":
             self.rope = RotaryEmbedding(d_head)
         elif pos == "xl":
-            self.xl_pos = XLRelativePosition(d_model, n_head, d_head, clamp_len)
+            self.xl_pos = XLRelativePosition(d_model, n_head, d_head, clamp_len, pos_dropout,
+                                             biases=own_xl_bias)
 
     # ----------------------------------------------------------------------------------------- state
     def init_state(self, batch_size: int, device: torch.device | str | None = None) -> AttentionState:
@@ -165,7 +176,10 @@ class InfiniAttention(nn.Module):
             raise ValueError(f"expected {expect}; got a state with seen={state.seen} and tensors {shapes}")
 
     # --------------------------------------------------------------------------------------- forward
-    def forward(self, x: Tensor, state: AttentionState | None = None) -> tuple[Tensor, AttentionState]:
+    def forward(self, x: Tensor, state: AttentionState | None = None,
+                xl_bias: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, AttentionState]:
+        """``xl_bias``: Transformer-XL's ``(u, v)`` when the model shares one pair across its layers
+        (``own_xl_bias=False``); otherwise the layer's own pair is used."""
         if x.dim() != 3 or x.size(-1) != self.d_model:
             raise ValueError(
                 f"expected x of shape [batch, time, d_model={self.d_model}], got {tuple(x.shape)}"
@@ -179,9 +193,9 @@ class InfiniAttention(nn.Module):
         H, d = self.n_head, self.d_head
         q = self._heads(self.q_proj(x))  # [B, H, T, d]
         if self.memory == "xl":
-            a, next_state = self._forward_xl(x, q, state)
+            a, next_state = self._forward_xl(x, q, state, xl_bias)
         else:
-            a, next_state = self._forward_segments(x, q, state)
+            a, next_state = self._forward_segments(x, q, state, xl_bias)
         out = self.o_proj(a.transpose(1, 2).reshape(B, T, H * d))  # eq. 11: [A_1; ...; A_H] W_O
         return out, next_state
 
@@ -190,7 +204,8 @@ class InfiniAttention(nn.Module):
         B, T, _ = y.shape
         return y.reshape(B, T, self.n_head, self.d_head).transpose(1, 2)
 
-    def _forward_segments(self, x: Tensor, q: Tensor, state: AttentionState) -> tuple[Tensor, AttentionState]:
+    def _forward_segments(self, x: Tensor, q: Tensor, state: AttentionState,
+                          xl_bias: tuple[Tensor, Tensor] | None) -> tuple[Tensor, AttentionState]:
         """Local attention per segment (eq. 6), gated with the memory read (eqs. 7-10)."""
         N, T = self.segment_len, x.size(1)
         k = self._heads(self.k_proj(x))  # [B, H, T, d]
@@ -198,7 +213,7 @@ class InfiniAttention(nn.Module):
         r = state.seen % N  # tokens of the unfinished segment already seen
         k_all = torch.cat([state.k.to(k.dtype), k], dim=2)  # [B, H, r + T, d]
         v_all = torch.cat([state.v.to(v.dtype), v], dim=2)
-        a = self._local(q, k_all, v_all, r)
+        a = self._local(q, k_all, v_all, r, xl_bias)
         memory = state.memory
         if self.memory == "infini":
             num, inv, memory = self._memory(q, k_all, v_all, r, memory)  # eq. 7: A_mem = num * inv
@@ -212,7 +227,8 @@ class InfiniAttention(nn.Module):
         )
         return a, next_state
 
-    def _local(self, q: Tensor, k_all: Tensor, v_all: Tensor, r: int) -> Tensor:
+    def _local(self, q: Tensor, k_all: Tensor, v_all: Tensor, r: int,
+               xl_bias: tuple[Tensor, Tensor] | None) -> Tensor:
         """Eq. 6 for queries ``q [B, H, T, d]`` whose segment holds ``r`` earlier keys of ``k_all``."""
         B, H, T, d = q.shape
         N, L = self.segment_len, k_all.size(2)
@@ -220,7 +236,7 @@ class InfiniAttention(nn.Module):
             pos_q = torch.arange(r, L, device=q.device)
             pos_k = torch.arange(L, device=q.device)
             out = self._attend(q[:, :, None], k_all[:, :, None], v_all[:, :, None], pos_q, pos_k,
-                               aligned=r == 0)
+                               aligned=r == 0, xl_bias=xl_bias)
             return out[:, :, 0]
         S = -(-L // N)
         pad = S * N - L
@@ -228,17 +244,19 @@ class InfiniAttention(nn.Module):
         k5 = F.pad(k_all, (0, 0, 0, pad)).reshape(B, H, S, N, d)
         v5 = F.pad(v_all, (0, 0, 0, pad)).reshape(B, H, S, N, d)
         pos = torch.arange(N, device=q.device)
-        out = self._attend(q5, k5, v5, pos, pos, aligned=True)
+        out = self._attend(q5, k5, v5, pos, pos, aligned=True, xl_bias=xl_bias)
         return out.reshape(B, H, S * N, d)[:, :, r : r + T]
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, pos_q: Tensor, pos_k: Tensor,
-                valid_k: Tensor | None = None, aligned: bool = False) -> Tensor:
+                valid_k: Tensor | None = None, aligned: bool = False,
+                xl_bias: tuple[Tensor, Tensor] | None = None, window: int = 0) -> Tensor:
         """Causal softmax attention, one window of keys per segment.
 
         ``q [B, H, S, Nq, d]``, ``k, v [B, H, S, Nk, d]``; ``pos_q [Nq]``, ``pos_k [Nk]`` are offsets
         from the segment start (negative: the XL cache); query ``i`` sees key ``j`` iff
         ``pos_k[j] <= pos_q[i]`` and ``valid_k [S, Nk]`` allows it. ``aligned``: ``pos_q == pos_k``,
-        the plain causal case that the fused kernels handle without a mask.
+        the plain causal case that the fused kernels handle without a mask. ``window > 0``: query
+        ``i`` also sees only keys with ``pos_k[j] > pos_q[i] - window`` (Transformer-XL's same_length).
         """
         B, H, S, Nq, d = q.shape
         scale = 1.0 / math.sqrt(d)
@@ -250,12 +268,14 @@ class InfiniAttention(nn.Module):
             return t.reshape(B * H, S, t.size(-2), t.size(-1))
 
         allowed = pos_k[None, :] <= pos_q[:, None]  # [Nq, Nk]
+        if window > 0:
+            allowed = allowed & (pos_k[None, :] > pos_q[:, None] - window)
         if valid_k is not None:
             allowed = allowed & valid_k[:, None, :]  # [S, Nq, Nk]
         if self.pos == "xl":
-            bias = self.xl_pos.position_scores(q, pos_q, pos_k) * scale  # [B, H, S, Nq, Nk]
+            bias = self.xl_pos.position_scores(q, pos_q, pos_k, xl_bias) * scale  # [B, H, S, Nq, Nk]
             bias = bias.masked_fill(~allowed, float("-inf"))
-            q = self.xl_pos.content_query(q)
+            q = self.xl_pos.content_query(q, xl_bias)
             out = F.scaled_dot_product_attention(flat(q), flat(k), flat(v), attn_mask=flat(bias),
                                                  dropout_p=dropout, scale=scale)
         elif aligned and valid_k is None:
@@ -297,9 +317,16 @@ class InfiniAttention(nn.Module):
                 num, inv = _from_segments(num, r, T), _from_segments(inv, r, T)
         return num, inv, MemoryState(M, z)
 
-    def _forward_xl(self, x: Tensor, q: Tensor, state: AttentionState) -> tuple[Tensor, AttentionState]:
+    def _forward_xl(self, x: Tensor, q: Tensor, state: AttentionState,
+                    xl_bias: tuple[Tensor, Tensor] | None) -> tuple[Tensor, AttentionState]:
         """Transformer-XL baseline: a query at ``p`` in the segment starting at ``a`` sees the keys at
-        ``[a - mem_len, p]``, projected from the layer inputs (earlier calls' inputs are cached)."""
+        ``[a - mem_len, p]`` (``same_length``: ``[p - mem_len + 1, p]``, always ``mem_len`` keys once
+        the stream is long enough), projected from the layer inputs (earlier calls' inputs are cached).
+
+        Stop-gradient as in Transformer-XL: the keys and values at ``[a - mem_len, a)`` are projected
+        from detached inputs (the weights still get their gradient), and the cache returned for the
+        next call is detached, so no gradient crosses a segment boundary.
+        """
         B, H, T, d = q.shape
         N, m = self.segment_len, self.mem_len
         r = state.seen % N
@@ -309,20 +336,26 @@ class InfiniAttention(nn.Module):
         S = -(-(r + T) // N)
         front, back = m + r - C, S * N - (r + T)  # pad so that window s starts at s * N
         W = m + N
-        k = F.pad(self._heads(self.k_proj(xs)), (0, 0, front, back))  # [B, H, m + S * N, d]
-        v = F.pad(self._heads(self.v_proj(xs)), (0, 0, front, back))
-        k5 = k.unfold(2, W, N).transpose(-1, -2)  # [B, H, S, W, d]
-        v5 = v.unfold(2, W, N).transpose(-1, -2)
+
+        def windows(t: Tensor) -> Tensor:  # [B, C + T, d_model] -> [B, H, S, W, d] per segment
+            return F.pad(self._heads(t), (0, 0, front, back)).unfold(2, W, N).transpose(-1, -2)
+
+        k5, v5 = windows(self.k_proj(xs)), windows(self.v_proj(xs))
+        if m > 0 and torch.is_grad_enabled():
+            xd = xs.detach()  # SG(h): the cached part of each window (its first m keys)
+            k5 = torch.cat([windows(self.k_proj(xd))[:, :, :, :m], k5[:, :, :, m:]], dim=3)
+            v5 = torch.cat([windows(self.v_proj(xd))[:, :, :, :m], v5[:, :, :, m:]], dim=3)
         q5 = F.pad(q, (0, 0, r, back)).reshape(B, H, S, N, d)
         pos_q = torch.arange(N, device=x.device)
         pos_k = torch.arange(W, device=x.device) - m
         idx = torch.arange(S, device=x.device)[:, None] * N + torch.arange(W, device=x.device)[None, :]
         valid = (idx >= front) & (idx < front + C + T)  # [S, W]: not padding
-        a = self._attend(q5, k5, v5, pos_q, pos_k, valid_k=valid)
+        a = self._attend(q5, k5, v5, pos_q, pos_k, valid_k=valid, xl_bias=xl_bias,
+                         window=m if self.same_length else 0)
         a = a.reshape(B, H, S * N, d)[:, :, r : r + T]
         seen = state.seen + T
         keep = min(seen, m + seen % N)
-        return a, AttentionState(seen, h=xs[:, xs.size(1) - keep :].clone())
+        return a, AttentionState(seen, h=xs[:, xs.size(1) - keep :].detach().clone())
 
 
 def _check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:

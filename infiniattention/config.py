@@ -40,9 +40,16 @@ class ModelConfig:
     """Positions of the local branch: rope, xl (Transformer-XL relative) or none. Forced to xl when
     memory is xl."""
     mem_len: int = 512
-    """Hidden states cached per layer in xl mode (ignored otherwise)."""
+    """Hidden states cached per layer in xl mode (ignored otherwise); 0: no cache (local attention
+    with xl positions). The cache is stop-gradient, as in Transformer-XL."""
     clamp_len: int = -1
     """Relative distances beyond this use the same xl encoding (-1: no clamp)."""
+    same_length: bool = False
+    """xl mode only: every query sees the same number of keys, the last `mem_len` (itself included),
+    Transformer-XL's `same_length` attention mask (its enwik8 test setting)."""
+    untie_r: bool = False
+    """xl positions: one pair of u, v biases per layer instead of one pair shared by every layer
+    (Transformer-XL's default, and ours, is shared)."""
     dropout: float = 0.1
     """Dropout on embeddings, attention output and FFN."""
     dropatt: float = 0.0
@@ -83,8 +90,13 @@ class ModelConfig:
         _choice("activation", self.activation, ACTIVATIONS)
         if self.memory == "xl" and self.pos != "xl":
             self.pos = "xl"  # Transformer-XL's cache is defined with its relative encoding
-        if self.memory == "xl" and (not isinstance(self.mem_len, int) or self.mem_len <= 0):
-            raise ValueError(f"model.mem_len must be a positive integer in xl mode, got {self.mem_len!r}")
+        if self.memory == "xl" and (isinstance(self.mem_len, bool) or not isinstance(self.mem_len, int)
+                                    or self.mem_len < 0):
+            raise ValueError(f"model.mem_len must be an integer >= 0 in xl mode, got {self.mem_len!r}")
+        if self.same_length and self.memory != "xl":
+            raise ValueError(f"model.same_length applies to memory xl only, got memory {self.memory}")
+        if self.same_length and self.mem_len == 0:
+            raise ValueError("model.same_length needs mem_len > 0 (each query sees the last mem_len keys)")
         if self.pos == "rope" and self.d_head % 2:
             raise ValueError(f"model.d_head must be even for rope positions, got {self.d_head}")
         if self.pos == "xl" and self.d_model % 2:

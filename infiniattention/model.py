@@ -123,6 +123,7 @@ class Block(nn.Module):
             cfg.d_model, cfg.n_head, cfg.d_head, cfg.segment_len, update=cfg.update, pos=cfg.pos,
             dropatt=cfg.dropatt, gate_init=cfg.gate_init, eps=cfg.eps, memory=cfg.memory,
             mem_len=cfg.mem_len if cfg.memory == "xl" else 0, clamp_len=cfg.clamp_len,
+            same_length=cfg.same_length, pos_dropout=cfg.dropout, own_xl_bias=cfg.untie_r,
         )
         self.ff = PositionwiseFF(cfg.d_model, cfg.d_inner, cfg.dropout, cfg.activation)
         self.norm1 = nn.LayerNorm(cfg.d_model)
@@ -130,12 +131,13 @@ class Block(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.pre_lnorm = cfg.pre_lnorm
 
-    def forward(self, h: Tensor, state: AttentionState) -> tuple[Tensor, AttentionState]:
+    def forward(self, h: Tensor, state: AttentionState,
+                xl_bias: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, AttentionState]:
         if self.pre_lnorm:
-            a, state = self.attn(self.norm1(h), state)
+            a, state = self.attn(self.norm1(h), state, xl_bias)
             h = h + self.drop(a)
             return h + self.ff(self.norm2(h)), state
-        a, state = self.attn(h, state)
+        a, state = self.attn(h, state, xl_bias)
         h = self.norm1(h + self.drop(a))
         return self.norm2(h + self.ff(h)), state
 
@@ -152,6 +154,10 @@ class InfiniTransformerLM(nn.Module):
         self.embed = AdaptiveEmbedding(cfg.vocab_size, cfg.d_model, cutoffs, div_val, init_std=cfg.init_std)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        if cfg.pos == "xl" and not cfg.untie_r:
+            # Transformer-XL's u, v: one pair shared by every layer (kimiyoung/transformer-xl default).
+            self.r_w_bias = nn.Parameter(torch.empty(cfg.n_head, cfg.d_head).normal_(std=0.02))  # u
+            self.r_r_bias = nn.Parameter(torch.empty(cfg.n_head, cfg.d_head).normal_(std=0.02))  # v
         self.final_norm = nn.LayerNorm(cfg.d_model) if cfg.pre_lnorm else nn.Identity()
         self.head = ProjectedAdaptiveLogSoftmax(
             cfg.vocab_size, cfg.d_model, cutoffs, div_val,
@@ -196,11 +202,12 @@ class InfiniTransformerLM(nn.Module):
         h = self.drop(self.embed(tokens))  # [B, T, d_model]
         next_layers = []
         use_ckpt = self.config.checkpoint_segments and self.training and torch.is_grad_enabled()
+        xl_bias = (self.r_w_bias, self.r_r_bias) if hasattr(self, "r_w_bias") else None
         for block, layer_state in zip(self.blocks, state.layers, strict=True):
             if use_ckpt:
-                h, layer_state = checkpoint(block, h, layer_state, use_reentrant=False)
+                h, layer_state = checkpoint(block, h, layer_state, xl_bias, use_reentrant=False)
             else:
-                h, layer_state = block(h, layer_state)
+                h, layer_state = block(h, layer_state, xl_bias)
             next_layers.append(layer_state)
         h = self.drop(self.final_norm(h))
         loss = nll = logits = None

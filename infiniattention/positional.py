@@ -40,16 +40,23 @@ class XLRelativePosition(nn.Module):
     The score of query ``i`` and key ``j`` is ``(q_i + u) k_j + (q_i + v) R_{i-j}`` where ``R`` is a
     learned projection of a sinusoid of the distance. This module supplies ``u`` (``r_w_bias``) and the
     second term; the first is ordinary dot-product attention with ``q + u``.
+
+    As in kimiyoung/transformer-xl, dropout (``dropout``) is applied to the sinusoid before its
+    projection, and ``u, v`` may be owned by the caller (one pair shared by every layer of a model):
+    with ``biases=False`` this module has no ``u, v`` of its own and they are passed to each call.
     """
 
-    def __init__(self, d_model: int, n_head: int, d_head: int, clamp_len: int = -1) -> None:
+    def __init__(self, d_model: int, n_head: int, d_head: int, clamp_len: int = -1,
+                 dropout: float = 0.0, biases: bool = True) -> None:
         super().__init__()
         if d_model % 2:
             raise ValueError(f"xl positions need an even d_model, got {d_model}")
         self.n_head, self.d_head, self.clamp_len = n_head, d_head, clamp_len
         self.r_proj = nn.Linear(d_model, n_head * d_head, bias=False)
-        self.r_w_bias = nn.Parameter(torch.empty(n_head, d_head).normal_(std=0.02))  # u
-        self.r_r_bias = nn.Parameter(torch.empty(n_head, d_head).normal_(std=0.02))  # v
+        self.drop = nn.Dropout(dropout)
+        if biases:
+            self.r_w_bias = nn.Parameter(torch.empty(n_head, d_head).normal_(std=0.02))  # u
+            self.r_r_bias = nn.Parameter(torch.empty(n_head, d_head).normal_(std=0.02))  # v
         inv_freq = 10000.0 ** (-torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
@@ -58,7 +65,23 @@ class XLRelativePosition(nn.Module):
         angles = dist.to(torch.float64)[:, None] * self.inv_freq[None, :]
         return torch.cat([angles.sin(), angles.cos()], dim=-1).to(dtype)
 
-    def position_scores(self, q: Tensor, q_pos: Tensor, k_pos: Tensor) -> Tensor:
+    def uv(self, bias: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor]:
+        """``(u, v)``: the caller's pair when given, else this module's own."""
+        if bias is not None:
+            return bias
+        if not hasattr(self, "r_w_bias"):
+            raise ValueError("this layer shares u, v with its model (biases=False): pass xl_bias=(u, v)")
+        return self.r_w_bias, self.r_r_bias
+
+    def embedding(self, n_dist: int, device: torch.device) -> Tensor:
+        """``R = r_proj(drop(R0[min(dist, clamp_len)]))``, distances ``0..n_dist-1``: ``[n_dist, H*d]``."""
+        table = torch.arange(n_dist, device=device)
+        if self.clamp_len > 0:
+            table = table.clamp(max=self.clamp_len)
+        return self.r_proj(self.drop(self.sinusoid(table, self.r_proj.weight.dtype)))
+
+    def position_scores(self, q: Tensor, q_pos: Tensor, k_pos: Tensor,
+                        bias: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """The positional term ``(q_i + v) R_{i-j}``, unscaled.
 
         ``q [B, H, S, Nq, d]``, ``q_pos [Nq]``, ``k_pos [Nk]`` -> ``[B, H, S, Nq, Nk]``. Distances of
@@ -68,17 +91,15 @@ class XLRelativePosition(nn.Module):
         """
         dist = (q_pos[:, None] - k_pos[None, :]).clamp_min(0)  # [Nq, Nk]
         n_dist = k_pos.numel()
-        table = torch.arange(n_dist, device=q.device)
-        if self.clamp_len > 0:
-            table = table.clamp(max=self.clamp_len)
-        R = self.r_proj(self.sinusoid(table, self.r_proj.weight.dtype))  # [n_dist, H * d]
-        R = R.to(q.dtype).reshape(n_dist, self.n_head, self.d_head)
-        qv = q + self.r_r_bias.to(q.dtype)[None, :, None, None, :]
+        R = self.embedding(n_dist, q.device).to(q.dtype).reshape(n_dist, self.n_head, self.d_head)
+        v = self.uv(bias)[1]
+        qv = q + v.to(q.dtype)[None, :, None, None, :]
         scores = torch.einsum("bhsnd,rhd->bhsnr", qv, R)  # [B, H, S, Nq, n_dist]
         index = dist.expand(*scores.shape[:3], *dist.shape)
         return scores.gather(-1, index)
 
-    def content_query(self, q: Tensor) -> Tensor:
+    def content_query(self, q: Tensor, bias: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """``q + u`` for the content term; ``q [B, H, ..., d]``."""
+        u = self.uv(bias)[0]
         shape = (1, self.n_head) + (1,) * (q.dim() - 3) + (self.d_head,)
-        return q + self.r_w_bias.to(q.dtype).reshape(shape)
+        return q + u.to(q.dtype).reshape(shape)

@@ -12,6 +12,11 @@ Equation numbers are v2 of the paper (v1 in brackets):
   eq 9 [5]   M_s = M_{s-1} + s(K)^T (V - s(K) M_{s-1} / max(s(K) z_{s-1}, eps))
   eq 10 [6]  A = sigmoid(b) A_mem + (1 - sigmoid(b)) A_dot
   eq 11      O = [A_1; ...; A_H] W_O
+
+memory="xl" is Transformer-XL (Dai et al. 2019): a query at p in the segment starting at a attends
+to the keys at [a - mem_len, p] (same_length: [p - mem_len + 1, p]); the keys and values before a
+are projected from the DETACHED layer input (the paper's SG(h)), so they pass gradient to the
+weights but never to earlier positions.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ class RefConfig:
     memory: str = "infini"
     mem_len: int = 0
     clamp_len: int = -1
+    same_length: bool = False
     eps: float = 1e-6
 
 
@@ -140,8 +146,12 @@ def split_heads(y: Tensor, n_head: int, d_head: int) -> Tensor:
     return torch.stack([y[:, :, h * d_head : (h + 1) * d_head] for h in range(n_head)], dim=1)
 
 
-def local_branch(x: Tensor, q: Tensor, k: Tensor, v: Tensor, cfg: RefConfig, w: RefWeights) -> Tensor:
-    """A_dot (eq 6), one query at a time. q, k, v [B, H, T, d]; returns [B, H, T, d]."""
+def local_branch(x: Tensor, q: Tensor, k: Tensor, v: Tensor, cfg: RefConfig, w: RefWeights,
+                 k_sg: Tensor | None = None, v_sg: Tensor | None = None) -> Tensor:
+    """A_dot (eq 6), one query at a time. q, k, v [B, H, T, d]; returns [B, H, T, d].
+
+    xl: keys/values at positions before the query's segment come from k_sg, v_sg (projections of
+    the detached input)."""
     bsz, n_head, t_len, d = q.shape
     n = cfg.segment_len
     pos = "xl" if cfg.memory == "xl" else cfg.pos
@@ -155,12 +165,18 @@ def local_branch(x: Tensor, q: Tensor, k: Tensor, v: Tensor, cfg: RefConfig, w: 
             for p in range(t_len):
                 a = segment_start(p, n)
                 lo = max(0, a - cfg.mem_len) if cfg.memory == "xl" else a
+                if cfg.memory == "xl" and cfg.same_length:
+                    lo = max(lo, p - cfg.mem_len + 1)
+                span = range(lo, p + 1)
+                cached = [cfg.memory == "xl" and j < a for j in span]  # SG(h) positions
+                keys = [k_sg[b, h, j] if c else k[b, h, j] for j, c in zip(span, cached, strict=True)]
+                values = [v_sg[b, h, j] if c else v[b, h, j] for j, c in zip(span, cached, strict=True)]
                 scores = []
-                for j in range(lo, p + 1):
+                for j, key in zip(range(lo, p + 1), keys, strict=True):
                     if pos == "none":
-                        s = torch.dot(q[b, h, p], k[b, h, j])
+                        s = torch.dot(q[b, h, p], key)
                     elif pos == "rope":
-                        s = torch.dot(rope_rotate(q[b, h, p], p - a), rope_rotate(k[b, h, j], j - a))
+                        s = torch.dot(rope_rotate(q[b, h, p], p - a), rope_rotate(key, j - a))
                     elif pos == "xl":
                         dist = p - j
                         if cfg.clamp_len > 0:
@@ -169,14 +185,14 @@ def local_branch(x: Tensor, q: Tensor, k: Tensor, v: Tensor, cfg: RefConfig, w: 
                             r0 = xl_sinusoid(dist, cfg.d_model, dtype=x.dtype)
                             r_heads[dist] = (w.wr @ r0).reshape(n_head, d)
                         r = r_heads[dist][h]
-                        s = torch.dot(q[b, h, p] + w.u[h], k[b, h, j]) + torch.dot(q[b, h, p] + w.v[h], r)
+                        s = torch.dot(q[b, h, p] + w.u[h], key) + torch.dot(q[b, h, p] + w.v[h], r)
                     else:
                         raise ValueError(pos)
                     scores.append(s * scale)
                 probs = softmax_list(scores)
                 acc = torch.zeros_like(v[b, h, 0])
-                for pr, j in zip(probs, range(lo, p + 1), strict=True):
-                    acc = acc + pr * v[b, h, j]
+                for pr, value in zip(probs, values, strict=True):
+                    acc = acc + pr * value
                 q_rows.append(acc)
             head_rows.append(torch.stack(q_rows))
         rows.append(torch.stack(head_rows))
@@ -253,7 +269,10 @@ def reference_forward(x: Tensor, cfg: RefConfig, w: RefWeights, branch: str = "g
     k = split_heads(x @ w.wk.T, cfg.n_head, hd)
     v = split_heads(x @ w.wv.T, cfg.n_head, hd)
 
-    a_dot = local_branch(x, q, k, v, cfg, w)
+    xd = x.detach()  # Transformer-XL's SG(h) for the cached keys and values
+    k_sg = split_heads(xd @ w.wk.T, cfg.n_head, hd)
+    v_sg = split_heads(xd @ w.wv.T, cfg.n_head, hd)
+    a_dot = local_branch(x, q, k, v, cfg, w, k_sg, v_sg)
     if cfg.memory == "infini":
         a_mem, mem, z = memory_branch(q, k, v, cfg)
         heads_list = []

@@ -39,7 +39,11 @@ MODES = {
     "none-none": dict(memory="none", pos="none"),
     "xl-mem7": dict(memory="xl", pos="xl", mem_len=2 * N - 1),
     "xl-mem3-clamp5": dict(memory="xl", pos="xl", mem_len=3, clamp_len=5),
+    "xl-mem5-same": dict(memory="xl", pos="xl", mem_len=5, same_length=True),
+    "xl-mem2-same": dict(memory="xl", pos="xl", mem_len=2, same_length=True),
+    "xl-mem0": dict(memory="xl", pos="xl", mem_len=0),
 }
+XL_MODES = [m for m in MODES if MODES[m]["memory"] == "xl"]
 PLAIN_INFINI = [
     "infini-delta-rope",
     "infini-delta-xl",
@@ -495,3 +499,92 @@ def test_rope_uses_offsets_inside_the_segment_not_stream_positions(mode):
     far_state = replace(layer.init_state(B), seen=10**7 * N)
     far, _ = layer(x, far_state)
     torch.testing.assert_close(far, near, rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------- 11. Transformer-XL baseline semantics
+
+
+@pytest.mark.parametrize("mode", XL_MODES)
+def test_xl_cache_is_stop_gradient_within_a_call(mode):
+    """Transformer-XL's SG(h): d out(segment 2) / d x(segments 0, 1) is exactly 0 in one call; the
+    weights still get their gradient through the cached keys and values, equal to the reference's."""
+    layer = make_layer(MODES[mode], seed=40)
+    x = rand(B, 3 * N, D, seed=41).requires_grad_()
+    params = [layer.q_proj.weight, layer.k_proj.weight, layer.v_proj.weight, layer.xl_pos.r_proj.weight]
+    got = torch.autograd.grad(segment2_loss(layer(x)[0]), [x, *params])
+    assert got[0][:, : 2 * N].abs().max() == 0
+    assert got[0][:, 2 * N :].abs().amin(dim=-1).min() > 0
+    xr = x.detach().clone().requires_grad_()
+    ref = reference_forward(xr, ref_config(MODES[mode]), weights_of(layer, keep_graph=True))
+    want = torch.autograd.grad(segment2_loss(ref.out), [xr, *params])
+    for g, w in zip(got, want, strict=True):
+        close(g, w, 1e-10)
+
+
+@pytest.mark.parametrize("mode", XL_MODES)
+def test_xl_cache_is_stop_gradient_across_calls(mode):
+    """The cache handed to the next call carries no graph, detached or not: the next call's output
+    has no gradient path to the earlier call's input (it had one before the SG fix)."""
+    layer = make_layer(MODES[mode], seed=42)
+    x1 = rand(B, N + 3, D, seed=43).requires_grad_()
+    _, state = layer(x1)
+    assert state.h.numel() > 0 or MODES[mode]["mem_len"] == 0
+    assert not state.h.requires_grad
+    out2, _ = layer(rand(B, 2 * N, D, seed=44), state)
+    out2.sum().backward()
+    assert x1.grad is None
+    assert layer.k_proj.weight.grad.abs().max() > 0
+
+
+def test_xl_with_mem_len_0_is_local_attention():
+    """mem_len 0: no cache, exactly the local attention of memory='none' with xl positions."""
+    xl = make_layer(MODES["xl-mem0"], seed=45)
+    local = InfiniAttention(D, H, DH, N, memory="none", pos="xl").double()
+    local.load_state_dict(xl.state_dict())
+    x = rand(B, 3 * N + 2, D, seed=46)
+    close(xl(x)[0], local(x)[0], 1e-12)
+    out, state = run_split(xl, x, [5, 6, 3])
+    close(out, local(x)[0], 1e-12)
+    assert state.h.size(1) == (3 * N + 2) % N
+
+
+def test_same_length_sees_exactly_mem_len_keys():
+    """same_length: every query attends to the last mem_len keys (itself included), wherever it sits
+    in its segment. With equal values v_j = e_j (one-hot positions), the attention weights are the
+    output: exactly mem_len of them are non-zero for every query past the first mem_len tokens."""
+    m, T = 5, 3 * N + 2
+    layer = InfiniAttention(T, 1, T, N, memory="xl", pos="xl", mem_len=m, same_length=True).double()
+    plain = InfiniAttention(T, 1, T, N, memory="xl", pos="xl", mem_len=m).double()
+    eye = torch.eye(T, dtype=torch.float64)
+    for lay in (layer, plain):
+        with torch.no_grad():
+            lay.v_proj.weight.copy_(eye)
+            lay.o_proj.weight.copy_(eye)
+    x = eye[None]  # one-hot positions as inputs, so output row p holds the weights over positions
+    for lay, count in ((layer, lambda p: min(p + 1, m)), (plain, lambda p: min(p + 1, p % N + 1 + m))):
+        probs = lay(x)[0][0]  # [T, T]
+        for p in range(T):
+            assert int((probs[p].abs() > 1e-12).sum()) == count(p), (lay.same_length, p)
+            assert probs[p, p + 1 :].abs().max() == 0 if p + 1 < T else True
+
+
+def test_model_owned_xl_biases():
+    """own_xl_bias=False: the layer has no u, v; it uses the pair it is given, and asks for one."""
+    shared = make_layer(MODES["xl-mem7"], seed=48)
+    borrowing = InfiniAttention(D, H, DH, N, memory="xl", pos="xl", mem_len=2 * N - 1,
+                                own_xl_bias=False).double()
+    assert not any(name.endswith(("r_w_bias", "r_r_bias")) for name, _ in borrowing.named_parameters())
+    own = {n: t for n, t in shared.state_dict().items() if not n.endswith(("r_w_bias", "r_r_bias"))}
+    borrowing.load_state_dict(own)
+    x = rand(B, 2 * N + 1, D, seed=49)
+    uv = (shared.xl_pos.r_w_bias, shared.xl_pos.r_r_bias)
+    close(borrowing(x, xl_bias=uv)[0], shared(x)[0], 0)
+    with pytest.raises(ValueError, match="pass xl_bias"):
+        borrowing(x)
+
+
+def test_same_length_needs_xl_and_a_cache():
+    with pytest.raises(ValueError, match="same_length applies to memory='xl' only"):
+        InfiniAttention(D, H, DH, N, memory="infini", same_length=True)
+    with pytest.raises(ValueError, match="same_length=True needs mem_len > 0"):
+        InfiniAttention(D, H, DH, N, memory="xl", pos="xl", mem_len=0, same_length=True)

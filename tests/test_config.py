@@ -71,7 +71,19 @@ def test_resolved_config_round_trip(tmp_path):
 def test_shapes_of_the_reference_configs():
     base = load_config(Path(CONFIGS[0]).with_name("enwik8_base.yaml"))
     assert (base.model.n_layer, base.model.d_model, base.model.n_head, base.model.d_head) == (12, 512, 8, 64)
-    assert base.model.d_inner == 2048 and base.optim.lr == 2.5e-4 and base.data.batch_size == 22
+    assert base.model.d_inner == 2048 and base.optim.lr == 2.5e-4
+    xl = load_config(Path(CONFIGS[0]).with_name("enwik8_base_xl.yaml"))  # kimiyoung/transformer-xl's recipe
+    assert (xl.model.memory, xl.model.mem_len, xl.data.tgt_len, xl.data.batch_size) == ("xl", 512, 512, 22)
+    assert (xl.train.max_steps, xl.optim.lr, xl.optim.clip, xl.model.dropout) == (400000, 2.5e-4, 0.25, 0.1)
+    assert not xl.model.untie_r and not xl.model.same_length
+    shape = ("n_layer", "d_model", "n_head", "d_head", "d_inner", "segment_len", "dropout")
+    assert [getattr(base.model, f) for f in shape] == [getattr(xl.model, f) for f in shape]
+
+    def tokens(c):
+        return c.data.batch_size * c.data.tgt_len * c.train.max_steps
+
+    assert tokens(base) == tokens(xl) == 22 * 512 * 400000  # the same budget (and the same steps)
+    assert base.train.max_steps == xl.train.max_steps and base.optim.decay_steps == xl.optim.decay_steps
     large = load_config(Path(CONFIGS[0]).with_name("enwik8_large.yaml"))
     assert (large.model.n_layer, large.model.d_model, large.model.d_inner, large.model.dropout) == (
         24, 1024, 3072, 0.15)

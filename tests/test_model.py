@@ -195,7 +195,8 @@ def test_reset_needs_one_flag_per_lane():
 @pytest.mark.parametrize("detach", [True, False])
 def test_detach_cuts_the_graph_between_steps(mode, detach):
     """A tensor added to the activations of step 1 only gets no gradient from the loss of step 2
-    when the state was detached in between, and a non-zero one when it was not."""
+    when the state was detached in between, and a non-zero one when it was not. The xl cache is
+    stop-gradient (Transformer-XL's SG) whether or not the state is detached: never a gradient."""
     model = make_model(mode, seed=11)
     B = 2
     x1, x2 = tokens_of(B, 11, seed=12), tokens_of(B, 6, seed=13)
@@ -208,7 +209,7 @@ def test_detach_cuts_the_graph_between_steps(mode, detach):
         assert all(not t.requires_grad for layer in state.layers for t in layer.tensors().values())
     loss = model(x2, targets=tokens_of(B, 6, seed=14), state=state).loss
     loss.backward()
-    if detach:
+    if detach or MODES[mode]["memory"] == "xl":
         assert delta.grad is None
     else:
         assert delta.grad is not None and delta.grad.abs().max() > 0
@@ -464,3 +465,45 @@ def test_num_parameters_counts_tied_weights_once():
     assert tied.head.out_weights[0] is tied.embed.emb_layers[0].weight
     assert untied.num_parameters() - tied.num_parameters() == V * 32
     assert tied.num_parameters() == sum(p.numel() for p in set(tied.parameters()))
+
+
+# ------------------------------------------------------------------ the Transformer-XL baseline
+
+
+def test_xl_model_cuts_the_gradient_at_every_segment_boundary():
+    """Through all layers, the loss of the last segment has exactly zero gradient with respect to the
+    embeddings of earlier segments in the same call (xl), and a non-zero one through the memory
+    (infini)."""
+    for mode, crosses in (("xl-mem13", False), ("infini-delta-rope", True)):
+        model = make_model(mode, seed=30)
+        x, y = tokens_of(2, 3 * N, seed=31), tokens_of(2, 3 * N, seed=32)
+        seen: list[torch.Tensor] = []
+
+        def keep(module, args, out, seen=seen):
+            out.retain_grad()
+            seen.append(out)
+
+        handle = model.embed.register_forward_hook(keep)
+        out = model(x, targets=y)
+        handle.remove()
+        out.nll[:, 2 * N :].sum().backward()
+        grad = seen[0].grad
+        assert grad[:, 2 * N :].abs().max() > 0
+        assert (grad[:, : 2 * N].abs().max() > 0) == crosses, mode
+
+
+def test_xl_biases_are_shared_by_all_layers():
+    """The model's one pair (u, v) is what every layer uses: an untied model whose layers all hold
+    that pair gives the same outputs, and a model with different per-layer pairs does not."""
+    shared = make_model("xl-mem8", seed=33)
+    untied = InfiniTransformerLM(make_config("xl-mem8", untie_r=True)).double().eval()
+    weights = {n: t for n, t in shared.state_dict().items() if n not in ("r_w_bias", "r_r_bias")}
+    for i in range(2):
+        weights[f"blocks.{i}.attn.xl_pos.r_w_bias"] = shared.r_w_bias.detach()
+        weights[f"blocks.{i}.attn.xl_pos.r_r_bias"] = shared.r_r_bias.detach()
+    untied.load_state_dict(weights)
+    x = tokens_of(2, 2 * N + 3, seed=34)
+    close(untied(x).logits, shared(x).logits, 0)
+    with torch.no_grad():
+        untied.blocks[1].attn.xl_pos.r_r_bias.add_(0.5)
+    assert (untied(x).logits - shared(x).logits).abs().max() > 1e-6

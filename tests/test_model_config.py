@@ -51,11 +51,34 @@ def test_unknown_choices_list_the_valid_ones(field, value, valid):
     assert repr(value) in str(info.value)
 
 
-@pytest.mark.parametrize("mem_len", [0, -1])
-def test_xl_needs_positive_mem_len(mem_len):
-    with pytest.raises(ValueError, match=r"model\.mem_len must be a positive integer in xl mode"):
+@pytest.mark.parametrize("mem_len", [-1, 2.5, True])
+def test_xl_needs_a_non_negative_integer_mem_len(mem_len):
+    with pytest.raises(ValueError, match=r"model\.mem_len must be an integer >= 0 in xl mode"):
         config(memory="xl", mem_len=mem_len)
-    config(memory="infini", mem_len=0)  # ignored outside xl mode
+    config(memory="infini", mem_len=-1)  # ignored outside xl mode
+    config(memory="xl", mem_len=0)  # no cache: local attention with xl positions
+
+
+def test_same_length_is_xl_only_and_needs_a_cache():
+    assert config(memory="xl", same_length=True).same_length
+    for memory in ("infini", "none"):
+        with pytest.raises(ValueError, match=r"model\.same_length applies to memory xl only"):
+            config(memory=memory, same_length=True)
+    with pytest.raises(ValueError, match=r"model\.same_length needs mem_len > 0"):
+        config(memory="xl", mem_len=0, same_length=True)
+
+
+def test_xl_biases_are_shared_by_default_and_per_layer_with_untie_r():
+    """Transformer-XL's default: one pair u, v for the whole model; untie_r: one pair per layer."""
+    shared = InfiniTransformerLM(config(memory="xl"))
+    names = {n for n, _ in shared.named_parameters()}
+    assert {"r_w_bias", "r_r_bias"} <= names and not any("xl_pos.r_w_bias" in n for n in names)
+    untied = InfiniTransformerLM(config(memory="xl", untie_r=True))
+    names = {n for n, _ in untied.named_parameters()}
+    assert "r_w_bias" not in names
+    assert {f"blocks.{i}.attn.xl_pos.r_{b}_bias" for i in range(2) for b in "wr"} <= names
+    params = shared.num_parameters() - untied.num_parameters()
+    assert params == -2 * 2 * 16  # (n_layer - 1) pairs of [n_head, d_head] fewer
 
 
 def test_xl_memory_forces_xl_positions():

@@ -109,3 +109,19 @@ def test_xl_parameters_are_registered():
     assert names["r_w_bias"].shape == (2, 3) and names["r_r_bias"].shape == (2, 3)
     assert names["r_proj.weight"].shape == (6, 8)
     assert xl.r_proj.bias is None
+
+
+def test_xl_position_embedding_dropout():
+    """Dropout on the sinusoid before its projection (kimiyoung/transformer-xl drops pos_emb): with an
+    identity projection, training mode zeroes entries and scales the rest by 1 / (1 - p); eval mode
+    leaves the sinusoid as it is."""
+    xl = XLRelativePosition(8, 2, 4, dropout=0.5).double()
+    with torch.no_grad():
+        xl.r_proj.weight.copy_(torch.eye(8, dtype=torch.float64))
+    torch.manual_seed(0)
+    clean = xl.eval().embedding(40, torch.device("cpu"))
+    torch.testing.assert_close(clean, xl.sinusoid(torch.arange(40), torch.float64), rtol=0, atol=0)
+    dropped = xl.train().embedding(40, torch.device("cpu"))
+    zero = dropped == 0
+    assert 0.3 < zero.double().mean() < 0.7
+    torch.testing.assert_close(dropped[~zero], 2 * clean[~zero], rtol=0, atol=1e-15)

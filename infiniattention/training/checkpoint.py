@@ -29,7 +29,7 @@ REQUIRED_KEYS = ("format_version", "step", "model", "config", "vocab_digest")
 # ModelConfig fields that change parameter shapes or the meaning of the weights and memory state.
 ARCH_FIELDS = (
     "vocab_size", "n_layer", "d_model", "n_head", "d_head", "d_inner", "segment_len", "memory", "update",
-    "pos", "mem_len", "pre_lnorm", "activation", "adaptive", "cutoffs", "div_val", "tie_weights",
+    "pos", "mem_len", "pre_lnorm", "activation", "adaptive", "cutoffs", "div_val", "tie_weights", "untie_r",
 )
 
 
