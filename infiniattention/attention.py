@@ -273,11 +273,19 @@ class InfiniAttention(nn.Module):
         if valid_k is not None:
             allowed = allowed & valid_k[:, None, :]  # [S, Nq, Nk]
         if self.pos == "xl":
-            bias = self.xl_pos.position_scores(q, pos_q, pos_k, xl_bias) * scale  # [B, H, S, Nq, Nk]
-            bias = bias.masked_fill(~allowed, float("-inf"))
-            q = self.xl_pos.content_query(q, xl_bias)
-            out = F.scaled_dot_product_attention(flat(q), flat(k), flat(v), attn_mask=flat(bias),
-                                                 dropout_p=dropout, scale=scale)
+            # Transformer-XL's score (q + u) k^T + (q + v) R, scaled and masked. Written out rather
+            # than SDPA with a float mask: that mask needs a gradient, which sends SDPA to its math
+            # kernel anyway; here the position term is added inside the content matmul (baddbmm).
+            Nk = k.size(-2)
+            bias = self.xl_pos.position_scores(q, pos_q, pos_k, xl_bias)  # [B, H, S, Nq, Nk]
+            bias = bias.masked_fill(~allowed, float("-inf")).reshape(B * H * S, Nq, Nk)
+            qu = self.xl_pos.content_query(q, xl_bias).reshape(B * H * S, Nq, d)
+            scores = torch.baddbmm(bias, qu, k.reshape(B * H * S, Nk, d).transpose(1, 2), beta=scale,
+                                   alpha=scale)
+            probs = scores.softmax(dim=-1)
+            if dropout:
+                probs = F.dropout(probs, dropout)
+            out = torch.bmm(probs.to(v.dtype), v.reshape(B * H * S, Nk, d))
         elif aligned and valid_k is None:
             out = F.scaled_dot_product_attention(flat(q), flat(k), flat(v), is_causal=True,
                                                  dropout_p=dropout, scale=scale)
@@ -330,7 +338,7 @@ class InfiniAttention(nn.Module):
         B, H, T, d = q.shape
         N, m = self.segment_len, self.mem_len
         r = state.seen % N
-        cache = state.h.to(x.dtype)  # [B, C, d_model]: positions [seen - C, seen)
+        cache = state.h.to(x.dtype).detach()  # [B, C, d_model]: positions [seen - C, seen); SG
         C = cache.size(1)
         xs = torch.cat([cache, x], dim=1)  # [B, C + T, d_model]
         S = -(-(r + T) // N)
@@ -341,8 +349,12 @@ class InfiniAttention(nn.Module):
             return F.pad(self._heads(t), (0, 0, front, back)).unfold(2, W, N).transpose(-1, -2)
 
         k5, v5 = windows(self.k_proj(xs)), windows(self.v_proj(xs))
-        if m > 0 and torch.is_grad_enabled():
-            xd = xs.detach()  # SG(h): the cached part of each window (its first m keys)
+        if m > 0 and S > 1 and torch.is_grad_enabled():
+            # SG(h): the first m keys of each window. Those of window 0 are the cache, already
+            # detached (so with one segment per call nothing is projected twice); those of the later
+            # windows are this call's inputs, projected again from detached inputs (the weights still
+            # get their gradient).
+            xd = torch.cat([cache, x.detach()], dim=1)
             k5 = torch.cat([windows(self.k_proj(xd))[:, :, :, :m], k5[:, :, :, m:]], dim=3)
             v5 = torch.cat([windows(self.v_proj(xd))[:, :, :, :m], v5[:, :, :, m:]], dim=3)
         q5 = F.pad(q, (0, 0, r, back)).reshape(B, H, S, N, d)
