@@ -60,6 +60,7 @@ from flops import StepShape, forward_flops, train_flops  # noqa: E402
 
 from infiniattention import InfiniTransformerLM  # noqa: E402
 from infiniattention.config import ModelConfig  # noqa: E402
+from infiniattention.dropout import use_fast_dropout  # noqa: E402
 from infiniattention.training.config import ConfigError, RunConfig, load_config  # noqa: E402
 from infiniattention.training.evaluate import precision_autocast  # noqa: E402
 from infiniattention.training.optim import build_optimizer  # noqa: E402
@@ -76,6 +77,9 @@ def mode_config(cfg: RunConfig, mode: str) -> ModelConfig:
     return replace(cfg.model, memory=mode, pos="xl" if mode == "xl" else cfg.model.pos)
 
 
+CLOCK = time.perf_counter
+
+
 def matmul_ceiling(shapes: list[tuple[int, int, int]], dtype: torch.dtype, device: torch.device,
                    repeats: int = 5) -> float:
     """Best median FLOP/s of ``torch.mm`` over ``shapes`` (m, k, n) in ``dtype``."""
@@ -87,10 +91,10 @@ def matmul_ceiling(shapes: list[tuple[int, int, int]], dtype: torch.dtype, devic
         times = []
         for _ in range(repeats):
             sync(device)
-            t0 = time.perf_counter()
+            t0 = CLOCK()
             torch.mm(a, b)
             sync(device)
-            times.append(time.perf_counter() - t0)
+            times.append(CLOCK() - t0)
         best = max(best, 2 * m * k * n / statistics.median(times))
     return best
 
@@ -116,11 +120,14 @@ class Runner:
 
 
 class OurRunner(Runner):
-    def __init__(self, cfg: RunConfig, mode: str, device: torch.device, compiled: bool, seed: int) -> None:
+    def __init__(self, cfg: RunConfig, mode: str, device: torch.device, compiled: bool, fast_dropout: bool,
+                 seed: int) -> None:
         torch.manual_seed(seed)
         self.cfg, self.device = cfg, device
         mcfg = mode_config(cfg, mode)
         self.model = InfiniTransformerLM(mcfg).to(device).train()
+        if fast_dropout:
+            use_fast_dropout(self.model)
         self.fwd: Callable = torch.compile(self.model) if compiled else self.model
         self.opt = build_optimizer(self.model, cfg.optim)
         B, T = cfg.data.batch_size, cfg.data.tgt_len
@@ -130,7 +137,7 @@ class OurRunner(Runner):
         self.i = 0
         self.state = self.model.init_state(B, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.precision == "fp16")
-        self.name = mode + ("+compile" if compiled else "")
+        self.name = mode + ("+compile" if compiled else "") + ("+fastdrop" if fast_dropout else "")
         self.tokens = B * T
         self.flops = train_flops(mcfg, StepShape(B, T))
         self.flop_parts = forward_flops(mcfg, StepShape(B, T))
@@ -225,10 +232,10 @@ def timed_steps(runner: Runner, steps: int, device: torch.device) -> list[float]
     times = []
     for _ in range(steps):
         sync(device)
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         runner.step()
         sync(device)
-        times.append(time.perf_counter() - t0)
+        times.append(CLOCK() - t0)
     return times
 
 
@@ -262,21 +269,23 @@ def peak_memory(args: argparse.Namespace, variant: str) -> int | None:
 def build_runner(args: argparse.Namespace, cfg: RunConfig, device: torch.device, variant: str) -> Runner:
     if variant == "txl-original":
         return TXLRunner(import_txl(Path(args.txl_repo)), cfg, device, args.seed)
-    mode, _, extra = variant.partition("+")
-    return OurRunner(cfg, mode, device, compiled=extra == "compile", seed=args.seed)
+    mode, *extra = variant.split("+")
+    return OurRunner(cfg, mode, device, compiled="compile" in extra, fast_dropout="fastdrop" in extra,
+                     seed=args.seed)
 
 
 def variants_of(args: argparse.Namespace) -> list[str]:
+    """``mode[+compile][+fastdrop]`` for every mode and the chosen switches, then the original."""
     modes = [m for m in args.modes.split(",") if m]
     for m in modes:
         if m not in MODES:
             raise SystemExit(f"error: unknown mode {m!r}; choose from {', '.join(MODES)}")
+    switches = {"off": [""], "on": ["+{}"], "both": ["", "+{}"]}
     out = []
     for m in modes:
-        if args.compile in ("off", "both"):
-            out.append(m)
-        if args.compile in ("on", "both"):
-            out.append(m + "+compile")
+        for c in switches[args.compile]:
+            for f in switches[args.fast_dropout]:
+                out.append(m + c.format("compile") + f.format("fastdrop"))
     if args.txl_repo:
         out.append("txl-original")
     return out
@@ -290,12 +299,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--modes", default="infini,xl,none", help="comma-separated memory modes")
     ap.add_argument("--txl-repo", default=None, help="checkout of kimiyoung/transformer-xl to time as well")
     ap.add_argument("--compile", default="off", choices=["off", "on", "both"], help="torch.compile the model")
+    ap.add_argument("--fast-dropout", default="off", choices=["off", "on", "both"],
+                    help="infiniattention.dropout.FastDropout instead of nn.Dropout")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--precision", default=None, choices=list(DTYPES), help="override train.precision")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
     ap.add_argument("--steps", type=int, default=3, help="timed steps per variant per round")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps per variant before the rounds")
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave as is)")
+    ap.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                    help="wall: time.perf_counter; cpu: time.thread_time, the CPU time of the one thread "
+                         "(needs --threads 1): on a machine shared with other jobs it leaves out the time "
+                         "the process waits for a core")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     ap.add_argument("--profile", type=int, default=0, metavar="K",
                     help="profile 2 steps of each variant and print its top K ops by self time")
@@ -337,9 +352,14 @@ def profile_top(runner: Runner, device: torch.device, k: int) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    global CLOCK
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.clock == "cpu":
+        if args.device == "cuda" or torch.get_num_threads() != 1:
+            raise SystemExit("error: --clock cpu measures one CPU thread: use it with --threads 1 on the CPU")
+        CLOCK = time.thread_time
     cfg, device = load(args)
     if args.memory_worker:
         print(json.dumps(memory_worker(args, cfg, device, args.memory_worker)))
@@ -351,7 +371,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} "
           f"precision={cfg.train.precision} | {m.n_layer} x d_model {m.d_model}, {m.n_head} x {m.d_head}, "
           f"d_inner {m.d_inner}, segment {m.segment_len}, mem_len {m.mem_len}, batch {B} x tgt_len {T}, "
-          f"dropout {m.dropout} | variants {', '.join(variants)}", flush=True)
+          f"dropout {m.dropout} | clock {args.clock} | variants {', '.join(variants)}", flush=True)
 
     runners = {v: build_runner(args, cfg, device, v) for v in variants}
     for r in runners.values():
@@ -389,9 +409,11 @@ def main(argv: list[str] | None = None) -> None:
             if v != "txl-original":
                 txl = by["txl-original"]["tokens_per_s"]
                 ratios[f"tokens_per_s_{v}_over_txl"] = by[v]["tokens_per_s"] / txl
-    if "infini+compile" in by and "infini" in by:
-        for mode in [x.split("+")[0] for x in variants if x.endswith("+compile")]:
-            ratios[f"time_{mode}_compile_over_eager"] = by[f"{mode}+compile"]["step_s"] / by[mode]["step_s"]
+    for v in variants:
+        for switch in ("+compile", "+fastdrop"):
+            base = v[: -len(switch)]
+            if v.endswith(switch) and base in by:
+                ratios[f"time_{v}_over_{base}"] = by[v]["step_s"] / by[base]["step_s"]
 
     profiles = {}
     if args.profile:
@@ -421,7 +443,7 @@ def main(argv: list[str] | None = None) -> None:
         ])
     print(f"\nmatmul ceiling {ceiling / 1e9:.1f} GFLOP/s ({dtype}, median of {args.rounds} rounds; "
           f"round min-max {min(ceilings) / 1e9:.1f}-{max(ceilings) / 1e9:.1f}); "
-          f"{args.rounds} rounds x {args.steps} steps per variant, medians")
+          f"{args.rounds} rounds x {args.steps} steps per variant, medians, {args.clock} clock")
     print_table(lines)
     for k, val in ratios.items():
         print(f"{k}: {val:.3f}")
@@ -434,7 +456,7 @@ def main(argv: list[str] | None = None) -> None:
                     "cpu": platform.processor() or platform.machine(),
                     "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
         "config": cfg.to_dict(),
-        "rounds": args.rounds, "steps_per_round": args.steps, "warmup": args.warmup,
+        "rounds": args.rounds, "steps_per_round": args.steps, "warmup": args.warmup, "clock": args.clock,
         "matmul_ceiling_flops": ceiling, "matmul_ceiling_rounds": ceilings, "ceiling_shapes": shapes,
         "rows": rows, "ratios": ratios, "step_times_s": times, "profiles": profiles,
     }
