@@ -46,7 +46,7 @@ TARGET_MEMORY_RATIO = 1.1
 TARGET_SPEED_DROP = 0.10
 
 
-def stream(cfg: RunConfig, mode: str, total: int, device: torch.device, seed: int) -> dict:
+def stream(cfg: RunConfig, mode: str, total: int, device: torch.device, seed: int, clock) -> dict:
     """One streaming pass of ``total`` tokens per lane; returns timings and the peak memory."""
     torch.manual_seed(seed)
     mcfg = replace(cfg.model, memory=mode, pos="xl" if mode == "xl" else cfg.model.pos)
@@ -59,21 +59,21 @@ def stream(cfg: RunConfig, mode: str, total: int, device: torch.device, seed: in
         tokens = torch.randint(0, mcfg.vocab_size, (B, n + 1), generator=gen, device=device)
         state = model(tokens[:, :-1], targets=tokens[:, 1:], state=state).state  # untimed warm-up call
         base = reset_peak(device)
-        t_start = time.perf_counter()
+        t_start = clock()
         done = 0
         while done < total:
             m = min(n, total - done)
             tokens = torch.randint(0, mcfg.vocab_size, (B, m + 1), generator=gen, device=device)
             sync(device)
-            t0 = time.perf_counter()
+            t0 = clock()
             out = model(tokens[:, :-1], targets=tokens[:, 1:], state=state)
             nll_sum += float(out.nll.sum())  # as evaluation does: a host sync per call
             state = out.state
-            call_s.append((time.perf_counter() - t0, m))
+            call_s.append((clock() - t0, m))
             del out, tokens
             done += m
         sync(device)
-        elapsed = time.perf_counter() - t_start
+        elapsed = clock() - t_start
     peak = peak_since(device, base)
     full = [s for s, m in call_s if m == n] or [s for s, _ in call_s]
     return {"mode": mode, "tokens": total, "lanes": B, "call_len": n, "calls": len(call_s),
@@ -98,6 +98,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--lengths", default="8192,65536,524288,1048576", help="tokens per lane")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave as is)")
+    ap.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                    help="cpu: time.thread_time of the one thread (needs --threads 1), which leaves out the "
+                         "time spent waiting for a core on a shared machine")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "bench_context.json"))
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -114,9 +117,12 @@ def main() -> None:
         raise SystemExit(f"error: {e}") from None
     dev = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(dev)
+    if args.clock == "cpu" and (dev == "cuda" or torch.get_num_threads() != 1):
+        raise SystemExit("error: --clock cpu measures one CPU thread: use it with --threads 1 on the CPU")
     if args.worker:
         mode, total = args.worker.split(",")
-        print(json.dumps(stream(cfg, mode, int(total), device, args.seed)))
+        clock = time.thread_time if args.clock == "cpu" else time.perf_counter
+        print(json.dumps(stream(cfg, mode, int(total), device, args.seed, clock)))
         return
     modes = [m for m in args.modes.split(",") if m]
     bad = [m for m in modes if m not in MODES]
@@ -130,7 +136,7 @@ def main() -> None:
     print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} "
           f"precision={cfg.train.precision} | {m.n_layer} x d_model {m.d_model}, {m.n_head} x {m.d_head}, "
           f"segment {m.segment_len}, mem_len {m.mem_len} | {cfg.eval.batch_size} lanes, calls of "
-          f"{cfg.eval.tgt_len} tokens", flush=True)
+          f"{cfg.eval.tgt_len} tokens | clock {args.clock}", flush=True)
     rows = []
     for L in lengths:
         for mode in modes:
@@ -162,6 +168,7 @@ def main() -> None:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"), "commit": git_commit(),
         "machine": {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads()},
+        "clock": args.clock,
         "config": cfg.to_dict(), "rows": rows, "summary": summary,
     }
     print(f"wrote {write_json(args.out, result)}")
