@@ -274,18 +274,41 @@ def layer_train_flops(B: int, T: int, D: int, H: int, dh: int, N: int, memory: s
     return 3.0 * (parts["projections"] + parts["attention"] + parts["memory"])
 
 
+def import_at_commit(commit: str):
+    """``infiniattention.attention`` as of ``commit`` (``git archive`` into a temporary package)."""
+    import importlib
+    import tempfile
+
+    root = Path(__file__).resolve().parents[1]
+    tmp = Path(tempfile.mkdtemp(prefix="bench_ref_"))
+    archive = subprocess.run(["git", "-C", str(root), "archive", commit, "infiniattention"],
+                             capture_output=True)
+    if archive.returncode != 0:
+        why = archive.stderr.decode().strip()
+        raise SystemExit(f"error: cannot read infiniattention at {commit!r}: {why}")
+    subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive.stdout, check=True)
+    (tmp / "infiniattention").rename(tmp / "ref_infiniattention")
+    sys.path.insert(0, str(tmp))
+    return importlib.import_module("ref_infiniattention.attention")
+
+
 def infini_vs_none(args: argparse.Namespace, T: int, update: str, device: str) -> dict:
     """``infini`` against ``none`` (the same layer without its memory) and a matmul ceiling of the
     layer's projection shapes, interleaved over ``--rounds`` rounds; medians."""
     B, D, H, dh, N = args.batch, args.d_model, args.heads, args.d_head, args.segment
     clock = time.thread_time if args.clock == "cpu" else time.perf_counter
+    times: dict[str, list[float]] = {"infini": [], "none": [], "ceiling": []}
     torch.manual_seed(0)
     layers = {m: InfiniAttention(D, H, dh, N, update=update, memory=m).to(device) for m in ("infini", "none")}
+    if args.compare_ref:  # the same layer as of an earlier commit, same weights, timed in the same rounds
+        ref = import_at_commit(args.compare_ref).InfiniAttention(D, H, dh, N, update=update).to(device)
+        ref.load_state_dict(layers["infini"].state_dict())
+        layers[f"infini@{args.compare_ref}"] = ref
+        times[f"infini@{args.compare_ref}"] = []
     x = torch.randn(B, T, D, device=device, requires_grad=True)
     g = torch.randn(B, T, D, device=device)
     mats = [(torch.randn(m, k, device=device), torch.randn(k, n, device=device))
             for m, k, n in ((B * T, D, H * dh), (H * dh, B * T, D), (B * T, H * dh, D))]
-    times: dict[str, list[float]] = {"infini": [], "none": [], "ceiling": []}
 
     def step(m: str) -> float:
         x.grad = None
@@ -315,7 +338,7 @@ def infini_vs_none(args: argparse.Namespace, T: int, update: str, device: str) -
            "ceiling_flops": med["ceiling"], "infini_over_none": med["infini"] / med["none"],
            "infini_over_none_per_round": [a / b for a, b in zip(times["infini"], times["none"], strict=True)]}
     for m in layers:
-        flops = layer_train_flops(B, T, D, H, dh, N, m, update)
+        flops = layer_train_flops(B, T, D, H, dh, N, m.split("@")[0], update)
         out[f"{m}_s"] = med[m]
         out[f"{m}_tok_s"] = B * T / med[m]
         out[f"{m}_mfu"] = flops / med[m] / med["ceiling"]
@@ -353,6 +376,8 @@ def main() -> None:
     ap.add_argument("--clock", default="wall", choices=["wall", "cpu"],
                     help="cpu: time.thread_time of the one thread (needs --threads 1), which leaves out the "
                          "time spent waiting for a core on a shared machine")
+    ap.add_argument("--compare-ref", default=None, metavar="COMMIT",
+                    help="also time the infini layer as of COMMIT (same weights) in the same rounds")
     ap.add_argument("--only-vs-none", action="store_true",
                     help="only the infini-vs-none timing and MFU at the first length")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "bench_layer.json"))
@@ -386,6 +411,10 @@ def main() -> None:
           f"{min(vs['infini_over_none_per_round']):.2f}-{max(vs['infini_over_none_per_round']):.2f}); MFU "
           f"against a {vs['ceiling_flops'] / 1e9:.1f} GFLOP/s matmul ceiling: infini {vs['infini_mfu']:.1%}, "
           f"none {vs['none_mfu']:.1%} (target >= {TARGET_LAYER_MFU:.0%})", flush=True)
+    for name in [n for n in vs if n.endswith("_tok_s") and "@" in n]:
+        ref = name[: -len("_tok_s")]
+        print(f"{ref}: {vs[name]:,.0f} tok/s, time / none {vs[ref + '_s'] / vs['none_s']:.3f}; this "
+              f"commit's infini is {vs['infini_tok_s'] / vs[name]:.2f}x as fast", flush=True)
     if args.only_vs_none:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
