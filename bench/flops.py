@@ -17,7 +17,8 @@ are not matmuls, so they are not what a matmul ceiling measures). Per layer and 
   ``R = W_R sinusoid`` of the ``mem_len + N`` distances, once per call;
 - memory, eqs. 7-9 (infini), per segment, head and lane: the read ``s(Q) [M | z]``:
   ``2 N d (d + 1)``; the delta write's retrieval ``s(K) [M | z]``: ``2 N d (d + 1)``; the write
-  ``s(K)^T V'``: ``2 N d d`` (linear rule: the write only);
+  ``s(K)^T V'``: ``2 N d d`` (linear rule: the write only); ``dense`` also counts the ``2 d^3`` of
+  the ``(I - P_s) M_{s-1}`` product by which the layer evaluates the delta rule;
 - output head: ``2 D V`` per token (adaptive softmax: the head cluster and the cluster logits).
 """
 
@@ -75,6 +76,10 @@ def forward_flops(cfg: ModelConfig, shape: StepShape, attention: str = "causal")
         full = T // N
         read = sum(2 * L * dh * (dh + 1) for L in segs)
         write = full * N * (2 * dh * dh + (2 * dh * (dh + 1) if cfg.update == "delta" else 0))
+        if attention == "dense" and cfg.update == "delta":
+            # the layer computes the delta rule as M_s = U_s + (I - P_s) M_{s-1}: the same products
+            # of the N tokens, plus one dk x dk by dk x dv product per segment (not model FLOPs)
+            write += full * 2 * dh * dh * dh
         mem = B * H * (read + write)
     if cfg.adaptive and cfg.cutoffs:
         head = 2 * n * D * (cfg.cutoffs[0] + len(cfg.cutoffs))
