@@ -219,8 +219,10 @@ class InfiniAttention(nn.Module):
             num, inv, memory = self._memory(q, k_all, v_all, r, memory)  # eq. 7: A_mem = num * inv
             g = torch.sigmoid(self.gate).view(1, -1, 1, 1)
             # eq. 10, g A_mem + (1 - g) A_dot, with g folded into the [B, H, T, 1] normaliser first:
-            # two full-size passes instead of four.
-            a = torch.addcmul((1.0 - g).to(a.dtype) * a, num.to(a.dtype), (g * inv).to(a.dtype))
+            # two full-size passes instead of four. In the memory dtype: num = s(Q) M alone grows
+            # with the stream and overflows half precision (only num * inv is bounded).
+            a_dot = ((1.0 - g) * a).to(num.dtype)
+            a = torch.addcmul(a_dot, num, g.to(inv.dtype) * inv).to(a.dtype)
         done = (r + T) // N * N  # tokens of complete segments; the rest waits for its segment to end
         next_state = AttentionState(
             state.seen + T, k=k_all[:, :, done:].clone(), v=v_all[:, :, done:].clone(), memory=memory
