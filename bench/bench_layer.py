@@ -40,11 +40,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from flops import StepShape, forward_flops  # noqa: E402
 
 from infiniattention.attention import InfiniAttention  # noqa: E402
+from infiniattention.config import ModelConfig  # noqa: E402
 
 TARGET_SPEEDUP_2K = 1.5
 TARGET_MEMORY_RATIO = 1.1
+TARGET_INFINI_OVER_NONE = 1.10
+TARGET_LAYER_MFU = 0.70
 
 
 # ------------------------------------------------------------------------------------ loop version
@@ -256,6 +262,89 @@ def stream_peak(args: argparse.Namespace, total: int, update: str, device: str) 
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+# ------------------------------------------------------------------ memory cost and MFU of the layer
+
+
+def layer_train_flops(B: int, T: int, D: int, H: int, dh: int, N: int, memory: str, update: str) -> float:
+    """Forward + backward FLOPs of one layer call (bench/flops.py: projections, causal attention,
+    memory reads and writes; no FFN, no head)."""
+    cfg = ModelConfig(vocab_size=1, n_layer=1, d_model=D, n_head=H, d_head=dh, d_inner=1, segment_len=N,
+                      memory=memory, update=update)
+    parts = forward_flops(cfg, StepShape(B, T))
+    return 3.0 * (parts["projections"] + parts["attention"] + parts["memory"])
+
+
+def import_at_commit(commit: str):
+    """``infiniattention.attention`` as of ``commit`` (``git archive`` into a temporary package)."""
+    import importlib
+    import tempfile
+
+    root = Path(__file__).resolve().parents[1]
+    tmp = Path(tempfile.mkdtemp(prefix="bench_ref_"))
+    archive = subprocess.run(["git", "-C", str(root), "archive", commit, "infiniattention"],
+                             capture_output=True)
+    if archive.returncode != 0:
+        why = archive.stderr.decode().strip()
+        raise SystemExit(f"error: cannot read infiniattention at {commit!r}: {why}")
+    subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive.stdout, check=True)
+    (tmp / "infiniattention").rename(tmp / "ref_infiniattention")
+    sys.path.insert(0, str(tmp))
+    return importlib.import_module("ref_infiniattention.attention")
+
+
+def infini_vs_none(args: argparse.Namespace, T: int, update: str, device: str) -> dict:
+    """``infini`` against ``none`` (the same layer without its memory) and a matmul ceiling of the
+    layer's projection shapes, interleaved over ``--rounds`` rounds; medians."""
+    B, D, H, dh, N = args.batch, args.d_model, args.heads, args.d_head, args.segment
+    clock = time.thread_time if args.clock == "cpu" else time.perf_counter
+    times: dict[str, list[float]] = {"infini": [], "none": [], "ceiling": []}
+    torch.manual_seed(0)
+    layers = {m: InfiniAttention(D, H, dh, N, update=update, memory=m).to(device) for m in ("infini", "none")}
+    if args.compare_ref:  # the same layer as of an earlier commit, same weights, timed in the same rounds
+        ref = import_at_commit(args.compare_ref).InfiniAttention(D, H, dh, N, update=update).to(device)
+        ref.load_state_dict(layers["infini"].state_dict())
+        layers[f"infini@{args.compare_ref}"] = ref
+        times[f"infini@{args.compare_ref}"] = []
+    x = torch.randn(B, T, D, device=device, requires_grad=True)
+    g = torch.randn(B, T, D, device=device)
+    mats = [(torch.randn(m, k, device=device), torch.randn(k, n, device=device))
+            for m, k, n in ((B * T, D, H * dh), (H * dh, B * T, D), (B * T, H * dh, D))]
+
+    def step(m: str) -> float:
+        x.grad = None
+        for p in layers[m].parameters():
+            p.grad = None
+        sync(device)
+        t0 = clock()
+        layers[m](x)[0].backward(g)
+        sync(device)
+        return clock() - t0
+
+    for m in layers:
+        step(m)
+    for _ in range(args.rounds):
+        for m in layers:
+            times[m].append(step(m))
+        best = 0.0
+        for a, b in mats:
+            sync(device)
+            t0 = clock()
+            torch.mm(a, b)
+            sync(device)
+            best = max(best, 2 * a.size(0) * a.size(1) * b.size(1) / (clock() - t0))
+        times["ceiling"].append(best)
+    med = {m: statistics.median(v) for m, v in times.items()}
+    out = {"T": T, "segments": -(-T // N), "update": update, "clock": args.clock, "rounds": args.rounds,
+           "ceiling_flops": med["ceiling"], "infini_over_none": med["infini"] / med["none"],
+           "infini_over_none_per_round": [a / b for a, b in zip(times["infini"], times["none"], strict=True)]}
+    for m in layers:
+        flops = layer_train_flops(B, T, D, H, dh, N, m.split("@")[0], update)
+        out[f"{m}_s"] = med[m]
+        out[f"{m}_tok_s"] = B * T / med[m]
+        out[f"{m}_mfu"] = flops / med[m] / med["ceiling"]
+    return out
+
+
 # ------------------------------------------------------------------------------------------- main
 
 
@@ -283,6 +372,14 @@ def main() -> None:
         help="skip full attention where one fwd+bwd is estimated to take longer",
     )
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave as is)")
+    ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds of the infini-vs-none timing")
+    ap.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                    help="cpu: time.thread_time of the one thread (needs --threads 1), which leaves out the "
+                         "time spent waiting for a core on a shared machine")
+    ap.add_argument("--compare-ref", default=None, metavar="COMMIT",
+                    help="also time the infini layer as of COMMIT (same weights) in the same rounds")
+    ap.add_argument("--only-vs-none", action="store_true",
+                    help="only the infini-vs-none timing and MFU at the first length")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "bench_layer.json"))
     ap.add_argument("--stream-worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -305,6 +402,28 @@ def main() -> None:
         lengths = [int(s) for s in args.lengths.split(",")]
     updates = [u for u in args.updates.split(",") if u]
     B, D, H, dh, N = args.batch, args.d_model, args.heads, args.d_head, args.segment
+    if args.clock == "cpu" and (device == "cuda" or torch.get_num_threads() != 1):
+        raise SystemExit("error: --clock cpu measures one CPU thread: use it with --threads 1 on the CPU")
+    vs = infini_vs_none(args, lengths[0], updates[0], device)
+    print(f"T={vs['T']} ({vs['segments']} segments), {updates[0]}, {args.rounds} interleaved rounds, "
+          f"{args.clock} clock: infini {vs['infini_tok_s']:,.0f} tok/s, none {vs['none_tok_s']:,.0f} tok/s, "
+          f"infini/none time {vs['infini_over_none']:.3f} (target <= {TARGET_INFINI_OVER_NONE}; per round "
+          f"{min(vs['infini_over_none_per_round']):.2f}-{max(vs['infini_over_none_per_round']):.2f}); MFU "
+          f"against a {vs['ceiling_flops'] / 1e9:.1f} GFLOP/s matmul ceiling: infini {vs['infini_mfu']:.1%}, "
+          f"none {vs['none_mfu']:.1%} (target >= {TARGET_LAYER_MFU:.0%})", flush=True)
+    for name in [n for n in vs if n.endswith("_tok_s") and "@" in n]:
+        ref = name[: -len("_tok_s")]
+        print(f"{ref}: {vs[name]:,.0f} tok/s, time / none {vs[ref + '_s'] / vs['none_s']:.3f}; this "
+              f"commit's infini is {vs['infini_tok_s'] / vs[name]:.2f}x as fast", flush=True)
+    if args.only_vs_none:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"config": {"device": device, "torch": torch.__version__,
+                                              "threads": torch.get_num_threads(), "batch": B, "d_model": D,
+                                              "n_head": H, "d_head": dh, "segment_len": N},
+                                   "infini_vs_none": vs}, indent=2))
+        print(f"wrote {out}")
+        return
 
     torch.manual_seed(0)
     layers = {u: InfiniAttention(D, H, dh, N, update=u).to(device) for u in updates}
@@ -424,6 +543,7 @@ def main() -> None:
         },
         "rows": rows,
         "summary": summary,
+        "infini_vs_none": vs,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

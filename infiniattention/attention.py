@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .memory import MemoryState, full_precision, memory_dtype, memory_read, prefix_memories
+from .memory import MemoryState, augment, full_precision, memory_dtype, prefix_memories, read_parts
 from .positional import RotaryEmbedding, XLRelativePosition
 
 MEMORY_MODES = ("infini", "none", "xl")
@@ -216,9 +216,13 @@ class InfiniAttention(nn.Module):
         a = self._local(q, k_all, v_all, r, xl_bias)
         memory = state.memory
         if self.memory == "infini":
-            a_mem, memory = self._memory(q, k_all, v_all, r, memory)
-            g = torch.sigmoid(self.gate).to(a.dtype).view(1, -1, 1, 1)  # eq. 10
-            a = g * a_mem.to(a.dtype) + (1.0 - g) * a
+            num, inv, memory = self._memory(q, k_all, v_all, r, memory)  # eq. 7: A_mem = num * inv
+            g = torch.sigmoid(self.gate).view(1, -1, 1, 1)
+            # eq. 10, g A_mem + (1 - g) A_dot, with g folded into the [B, H, T, 1] normaliser first:
+            # two full-size passes instead of four. In the memory dtype: num = s(Q) M alone grows
+            # with the stream and overflows half precision (only num * inv is bounded).
+            a_dot = ((1.0 - g) * a).to(num.dtype)
+            a = torch.addcmul(a_dot, num, g.to(inv.dtype) * inv).to(a.dtype)
         done = (r + T) // N * N  # tokens of complete segments; the rest waits for its segment to end
         next_state = AttentionState(
             state.seen + T, k=k_all[:, :, done:].clone(), v=v_all[:, :, done:].clone(), memory=memory
@@ -271,11 +275,19 @@ class InfiniAttention(nn.Module):
         if valid_k is not None:
             allowed = allowed & valid_k[:, None, :]  # [S, Nq, Nk]
         if self.pos == "xl":
-            bias = self.xl_pos.position_scores(q, pos_q, pos_k, xl_bias) * scale  # [B, H, S, Nq, Nk]
-            bias = bias.masked_fill(~allowed, float("-inf"))
-            q = self.xl_pos.content_query(q, xl_bias)
-            out = F.scaled_dot_product_attention(flat(q), flat(k), flat(v), attn_mask=flat(bias),
-                                                 dropout_p=dropout, scale=scale)
+            # Transformer-XL's score (q + u) k^T + (q + v) R, scaled and masked. Written out rather
+            # than SDPA with a float mask: that mask needs a gradient, which sends SDPA to its math
+            # kernel anyway; here the position term is added inside the content matmul (baddbmm).
+            Nk = k.size(-2)
+            bias = self.xl_pos.position_scores(q, pos_q, pos_k, xl_bias)  # [B, H, S, Nq, Nk]
+            bias = bias.masked_fill(~allowed, float("-inf")).reshape(B * H * S, Nq, Nk)
+            qu = self.xl_pos.content_query(q, xl_bias).reshape(B * H * S, Nq, d)
+            scores = torch.baddbmm(bias, qu, k.reshape(B * H * S, Nk, d).transpose(1, 2), beta=scale,
+                                   alpha=scale)
+            probs = scores.softmax(dim=-1)
+            if dropout:
+                probs = F.dropout(probs, dropout)
+            out = torch.bmm(probs.to(v.dtype), v.reshape(B * H * S, Nk, d))
         elif aligned and valid_k is None:
             out = F.scaled_dot_product_attention(flat(q), flat(k), flat(v), is_causal=True,
                                                  dropout_p=dropout, scale=scale)
@@ -285,25 +297,35 @@ class InfiniAttention(nn.Module):
         return out.reshape(B, H, S, Nq, d)
 
     def _memory(self, q: Tensor, k_all: Tensor, v_all: Tensor, r: int,
-                memory: MemoryState) -> tuple[Tensor, MemoryState]:
+                memory: MemoryState) -> tuple[Tensor, Tensor, MemoryState]:
         """Memory read of every segment (eq. 7) and the writes of the completed ones (eq. 8 or 9).
 
-        No positional encoding here: raw Q and K (paper §4.1). Computed in float32 (float64 for
-        float64 inputs) with autocast off, so the growing ``z`` never overflows half precision.
+        Returns the read as ``num [B, H, T, d]`` and ``inv [B, H, T, 1]`` (``A_mem = num * inv``,
+        see ``read_parts``) and the memory after the writes. No positional encoding here: raw Q and K
+        (paper §4.1). Computed in float32 (float64 for float64 inputs) with autocast off, so the
+        growing ``z`` never overflows half precision. Segment ``s`` reads the memory written by
+        segments ``< s`` only (read before write).
         """
         B, H, T, d = q.shape
         N, L = self.segment_len, k_all.size(2)
         S, n_full = -(-L // N), L // N
         dt = memory_dtype(q.dtype)
         with full_precision(q):
+            q = q.to(dt)
+            M, z = memory.M.to(dt), memory.z.to(dt)
+            if n_full == 0:  # inside one unfinished segment (e.g. generation): a read, no write
+                return *read_parts(q, augment(M, z), self.eps), MemoryState(M, z)
             k_done = k_all[:, :, : n_full * N].to(dt).reshape(B, H, n_full, N, d)
             v_done = v_all[:, :, : n_full * N].to(dt).reshape(B, H, n_full, N, d)
-            M, z = prefix_memories(memory.M.to(dt), memory.z.to(dt), k_done, v_done, self.update, self.eps)
-            # Segment s reads M[:, :, s] (written by segments < s only): read before write.
-            q5 = F.pad(q.to(dt), (0, 0, r, S * N - L)).reshape(B, H, S, N, d)
-            a_mem = memory_read(q5, M[:, :, :S], z[:, :, :S], self.eps)  # [B, H, S, N, d]
-            a_mem = a_mem.reshape(B, H, S * N, d)[:, :, r : r + T]
-        return a_mem, MemoryState(M[:, :, n_full].clone(), z[:, :, n_full].clone())
+            Mz, M, z = prefix_memories(M, z, k_done, v_done, self.update, self.eps)  # Mz [B,H,n_full,d,d+1]
+            if S > n_full:  # the unfinished last segment reads the memory after all writes
+                Mz = torch.cat([Mz, augment(M, z).unsqueeze(2)], dim=2)
+            if S == 1:  # one segment: its queries as they are, no padding
+                num, inv = read_parts(q, Mz[:, :, 0], self.eps)
+            else:
+                num, inv = read_parts(_to_segments(q, r, S * N - L, N), Mz, self.eps)
+                num, inv = _from_segments(num, r, T), _from_segments(inv, r, T)
+        return num, inv, MemoryState(M, z)
 
     def _forward_xl(self, x: Tensor, q: Tensor, state: AttentionState,
                     xl_bias: tuple[Tensor, Tensor] | None) -> tuple[Tensor, AttentionState]:
@@ -318,7 +340,7 @@ class InfiniAttention(nn.Module):
         B, H, T, d = q.shape
         N, m = self.segment_len, self.mem_len
         r = state.seen % N
-        cache = state.h.to(x.dtype)  # [B, C, d_model]: positions [seen - C, seen)
+        cache = state.h.to(x.dtype).detach()  # [B, C, d_model]: positions [seen - C, seen); SG
         C = cache.size(1)
         xs = torch.cat([cache, x], dim=1)  # [B, C + T, d_model]
         S = -(-(r + T) // N)
@@ -329,8 +351,12 @@ class InfiniAttention(nn.Module):
             return F.pad(self._heads(t), (0, 0, front, back)).unfold(2, W, N).transpose(-1, -2)
 
         k5, v5 = windows(self.k_proj(xs)), windows(self.v_proj(xs))
-        if m > 0 and torch.is_grad_enabled():
-            xd = xs.detach()  # SG(h): the cached part of each window (its first m keys)
+        if m > 0 and S > 1 and torch.is_grad_enabled():
+            # SG(h): the first m keys of each window. Those of window 0 are the cache, already
+            # detached (so with one segment per call nothing is projected twice); those of the later
+            # windows are this call's inputs, projected again from detached inputs (the weights still
+            # get their gradient).
+            xd = torch.cat([cache, x.detach()], dim=1)
             k5 = torch.cat([windows(self.k_proj(xd))[:, :, :, :m], k5[:, :, :, m:]], dim=3)
             v5 = torch.cat([windows(self.v_proj(xd))[:, :, :, :m], v5[:, :, :, m:]], dim=3)
         q5 = F.pad(q, (0, 0, r, back)).reshape(B, H, S, N, d)
@@ -349,3 +375,20 @@ class InfiniAttention(nn.Module):
 def _check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:
     if value not in valid:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, valid))}; got {value!r}")
+
+
+def _to_segments(t: Tensor, front: int, back: int, N: int) -> Tensor:
+    """``[B, H, L, d]`` -> ``[B, H, S, N, d]`` with ``front``/``back`` zero rows; no copy for padding
+    that is not needed (a pad always copies, and its zero-fill costs as much again)."""
+    if front or back:
+        t = F.pad(t, (0, 0, front, back))
+    B, H, L, d = t.shape
+    return t.reshape(B, H, L // N, N, d)
+
+
+def _from_segments(t: Tensor, front: int, T: int) -> Tensor:
+    """``[B, H, S, N, d]`` -> its ``T`` rows after ``front`` as ``[B, H, T, d]``; no slice when all
+    rows are kept (the backward of a slice zero-fills a gradient of the full size)."""
+    B, H, S, N, d = t.shape
+    t = t.reshape(B, H, S * N, d)
+    return t if front == 0 and T == S * N else t[:, :, front : front + T]

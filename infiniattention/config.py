@@ -74,6 +74,9 @@ class ModelConfig:
     """Standard deviation of the normal weight initialisation."""
     checkpoint_segments: bool = False
     """Gradient checkpointing: recompute each block's activations in the backward pass."""
+    fast_dropout: bool = False
+    """Dropout masks from 16-bit uniform numbers, three per generator call (infiniattention/dropout.py):
+    p rounded to a multiple of 2**-16, other masks than torch's for the same seed; cheaper on CPUs."""
 
     def __post_init__(self) -> None:
         self.validate()

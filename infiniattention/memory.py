@@ -18,7 +18,7 @@ from torch import Tensor
 
 def sigma(x: Tensor) -> Tensor:
     """The paper's non-linearity for keys and queries of the memory: s(x) = ELU(x) + 1 > 0."""
-    return F.elu(x) + 1.0
+    return F.elu(x).add_(1.0)  # in place: elu's backward needs its input, not its output
 
 
 def memory_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -97,31 +97,72 @@ def linear_write(M: Tensor, z: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Te
     return M + dM, z + dz
 
 
+def read_parts(q: Tensor, Mz: Tensor, eps: float = 1e-6) -> tuple[Tensor, Tensor]:
+    """Memory read, eq. 7, in two parts: ``A_mem = num * inv`` with ``num = s(Q) M [..., T, d_value]``
+    and ``inv = 1 / (s(Q) z) [..., T, 1]``, against ``Mz = [M | z] [..., d_key, d_value + 1]``, so
+    that the numerator and the denominator come from one matmul. The caller may fold a scale into
+    the small ``inv`` before it touches the full-size ``num`` (the layer folds the gate of eq. 10).
+    ``q`` in the memory dtype."""
+    out = sigma(q) @ Mz  # [..., T, d_value + 1]
+    num, den = out.split([Mz.size(-1) - 1, 1], dim=-1)  # split: its backward is one cat, not 2 zero-fills
+    return num, den.clamp_min(eps).reciprocal()
+
+
+def read_augmented(q: Tensor, Mz: Tensor, eps: float = 1e-6) -> Tensor:
+    """Memory read, eq. 7, against ``Mz = [M | z]``: ``s(Q) M / (s(Q) z)``."""
+    num, inv = read_parts(q, Mz, eps)
+    return num * inv
+
+
+def augment(M: Tensor, z: Tensor) -> Tensor:
+    """``[M | z]``: ``M [..., dk, dv]``, ``z [..., dk]`` -> ``[..., dk, dv + 1]``."""
+    return torch.cat([M, z.unsqueeze(-1)], dim=-1)
+
+
 def prefix_memories(
     M0: Tensor, z0: Tensor, k: Tensor, v: Tensor, rule: str, eps: float = 1e-6
 ) -> tuple[Tensor, Tensor]:
-    """Memories before and after each of ``S`` complete segments.
+    """Memories before and after each of ``S`` complete segments, as ``[M | z]`` and the last ``M``.
 
     ``M0 [B, H, dk, dv]``, ``z0 [B, H, dk]``; ``k [B, H, S, N, dk]``, ``v [B, H, S, N, dv]`` in the
-    memory dtype. Returns ``M [B, H, S + 1, dk, dv]`` and ``z [B, H, S + 1, dk]``: entry ``s`` is the
-    memory that segment ``s`` reads (``M_{s-1}`` of eq. 7), the last one the memory after all writes.
-    The linear rule is a cumulative sum of the per-segment increments; the delta rule depends on the
-    memory it writes into, so it loops over segments, on the small ``dk x dv`` matrices only.
+    memory dtype. Returns ``Mz [B, H, S, dk, dv + 1]``, entry ``s`` the memory ``[M_{s-1} | z_{s-1}]``
+    that segment ``s`` reads (eq. 7), and the memory after all writes, ``M_S [B, H, dk, dv]`` and
+    ``z_S [B, H, dk]``.
+
+    The work that touches the ``N`` tokens of a segment is done for all segments at once, in batched
+    matmuls: ``s(K)`` once; ``z`` is a cumulative sum (eq. 8), so it is known before any ``M``. Linear
+    rule (eq. 8): ``M`` is a cumulative sum of ``s(K)^T V``. Delta rule (eq. 9): with
+    ``den_s = s(K_s) z_{s-1}`` (known in advance), ``W_s = s(K_s) / den_s`` (row-wise),
+    ``U_s = s(K_s)^T V_s`` and ``P_s = s(K_s)^T W_s``,
+
+        M_s = M_{s-1} + s(K_s)^T (V_s - W_s M_{s-1}) = U_s + (I - P_s) M_{s-1},
+
+    so only a ``dk x dk`` by ``dk x dv`` product per segment remains in the loop over segments, and
+    its backward handles ``dk x dv`` gradients, never ``[B, H, N, d]`` ones.
     """
+    if rule not in ("delta", "linear"):
+        raise ValueError(f"update rule must be 'delta' or 'linear', got {rule!r}")
+    B, H, S, N, dk = k.shape
+    sk = sigma(k)  # [B, H, S, N, dk]
+    skT = sk.transpose(-1, -2)  # [B, H, S, dk, N]
+    U = skT @ v  # [B, H, S, dk, dv]: s(K)^T V of every segment
     if rule == "linear":
-        dM, dz = linear_update(k, v)  # [B, H, S, dk, dv], [B, H, S, dk]
-        M = torch.cat([M0.unsqueeze(2), M0.unsqueeze(2) + dM.cumsum(dim=2)], dim=2)
-        z = torch.cat([z0.unsqueeze(2), z0.unsqueeze(2) + dz.cumsum(dim=2)], dim=2)
-        return M, z
-    if rule == "delta":
-        Ms, zs = [M0], [z0]
-        # unbind, not k[:, :, s]: the backward of S slices would zero-fill S full-size gradients.
-        for k_s, v_s in zip(k.unbind(2), v.unbind(2), strict=True):
-            M_next, z_next = delta_write(Ms[-1], zs[-1], k_s, v_s, eps)
-            Ms.append(M_next)
-            zs.append(z_next)
-        return torch.stack(Ms, dim=2), torch.stack(zs, dim=2)
-    raise ValueError(f"update rule must be 'delta' or 'linear', got {rule!r}")
+        Mz0 = augment(M0, z0).unsqueeze(2)  # [B, H, 1, dk, dv + 1]
+        Mz = torch.cat([Mz0, Mz0 + augment(U, sk.sum(dim=-2)).cumsum(dim=2)], dim=2)  # [B, H, S + 1, ...]
+        last = Mz[:, :, S]
+        return Mz[:, :, :S], last[..., :-1].clone(), last[..., -1].clone()
+    z = torch.cat([z0.unsqueeze(2), z0.unsqueeze(2) + sk.sum(dim=-2).cumsum(dim=2)], dim=2)  # [B,H,S+1,dk]
+    den = (sk @ z[:, :, :S].unsqueeze(-1)).clamp_min(eps)  # [B, H, S, N, 1]: s(K_s) z_{s-1}
+    eye = torch.eye(dk, dtype=k.dtype, device=k.device)
+    G = eye - skT @ (sk * den.reciprocal())  # [B, H, S, dk, dk]: I - P_s
+    dv = v.size(-1)
+    Ms = [M0.reshape(B * H, dk, dv)]
+    # unbind, not G[:, :, s]: the backward of S slices would zero-fill S full-size gradients.
+    for G_s, U_s in zip(G.reshape(B * H, S, dk, dk).unbind(1), U.reshape(B * H, S, dk, dv).unbind(1),
+                        strict=True):
+        Ms.append(torch.baddbmm(U_s, G_s, Ms[-1]))  # U_s + (I - P_s) M_{s-1}
+    M = torch.stack(Ms[:S], dim=1).reshape(B, H, S, dk, dv)
+    return augment(M, z[:, :, :S]), Ms[S].reshape(B, H, dk, dv), z[:, :, S].clone()
 
 
 class CompressiveMemory:

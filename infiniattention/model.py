@@ -21,6 +21,7 @@ from torch.utils.checkpoint import checkpoint
 from .adaptive import AdaptiveEmbedding, ProjectedAdaptiveLogSoftmax
 from .attention import AttentionState, InfiniAttention
 from .config import ModelConfig
+from .dropout import use_fast_dropout
 
 
 @dataclass
@@ -169,6 +170,8 @@ class InfiniTransformerLM(nn.Module):
                     nn.init.normal_(module.weight, std=cfg.init_std)
                     if module.bias is not None:
                         nn.init.zeros_(module.bias)
+        if cfg.fast_dropout:
+            use_fast_dropout(self)
 
     def init_state(self, batch_size: int, device: torch.device | str | None = None) -> ModelState:
         """A fresh state for ``batch_size`` lanes: empty memories, nothing cached."""

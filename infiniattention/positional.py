@@ -8,6 +8,7 @@ tokens.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -84,19 +85,26 @@ class XLRelativePosition(nn.Module):
                         bias: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """The positional term ``(q_i + v) R_{i-j}``, unscaled.
 
-        ``q [B, H, S, Nq, d]``, ``q_pos [Nq]``, ``k_pos [Nk]`` -> ``[B, H, S, Nq, Nk]``. Distances of
-        masked pairs (negative) are clamped to 0; the caller masks them. The keys must reach back at
-        least as far as the queries go forward (true of every causal window), so distances are below
-        ``Nk`` and the table size is known without a device sync.
+        ``q [B, H, S, Nq, d]``, ``q_pos [Nq]``, ``k_pos [Nk]`` -> ``[B, H, S, Nq, Nk]``. The queries
+        must be the last ``Nq`` positions of the keys' window, in order (``q_pos[i] - k_pos[j] =
+        i + Nk - Nq - j``, true of every causal window of the layer), so distances are below ``Nk``
+        and the table size is known without a device sync. Entries of masked pairs (key after the
+        query) hold arbitrary finite values; the caller masks them.
+
+        Transformer-XL's relative shift: one matmul against the table of distances ``Nk - 1, ...,
+        0`` preceded by a zero row gives ``[B, H, S, Nq, Nk + 1]``; read with row stride ``Nk``
+        instead of ``Nk + 1`` (a view, no copy), row ``i`` starts ``i`` entries later, so entry
+        ``(i, j)`` is the score of distance ``i + Nk - Nq - j`` (entry ``Nq + i Nk + j`` of the
+        flattened ``Nq x (Nk + 1)`` block, whose first ``Nq`` entries are dropped). No gather.
         """
-        dist = (q_pos[:, None] - k_pos[None, :]).clamp_min(0)  # [Nq, Nk]
-        n_dist = k_pos.numel()
-        R = self.embedding(n_dist, q.device).to(q.dtype).reshape(n_dist, self.n_head, self.d_head)
+        B, H, S, Nq, d = q.shape
+        Nk = k_pos.numel()
+        R = self.embedding(Nk, q.device).to(q.dtype).reshape(Nk, H, d).flip(0)  # distances Nk-1 .. 0
+        R = F.pad(R, (0, 0, 0, 0, 1, 0))  # [Nk + 1, H, d]: a zero row in front
         v = self.uv(bias)[1]
         qv = q + v.to(q.dtype)[None, :, None, None, :]
-        scores = torch.einsum("bhsnd,rhd->bhsnr", qv, R)  # [B, H, S, Nq, n_dist]
-        index = dist.expand(*scores.shape[:3], *dist.shape)
-        return scores.gather(-1, index)
+        scores = torch.einsum("bhsnd,rhd->bhsnr", qv, R)  # [B, H, S, Nq, Nk + 1]
+        return scores.reshape(B, H, S, Nq * (Nk + 1))[..., Nq:].view(B, H, S, Nq, Nk)
 
     def content_query(self, q: Tensor, bias: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """``q + u`` for the content term; ``q [B, H, ..., d]``."""
