@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from .vocab import Vocab
 
@@ -206,3 +207,133 @@ def answer_mask(inst: PasskeyInstance) -> np.ndarray:
     mask = np.zeros(inst.length - 1, dtype=bool)
     mask[inst.answer_start - 1:] = True
     return mask
+
+
+# ------------------------------------------------------------------------------------------------
+# Training batches: short instances mixed with ordinary text.
+
+
+@dataclass
+class PasskeyTaskConfig:
+    """The `passkey:` section of a passkey training config (scripts/passkey.py train)."""
+
+    text_frac: float = 0.0
+    """Fraction of the lanes of every batch that hold ordinary training text instead of an instance."""
+    all_weight: float = 0.0
+    """Loss = mean NLL of the answer digits + all_weight x mean NLL of every target (text lanes, filler
+    and answers alike); 0 scores the answer digits only."""
+    min_len: int | None = None
+    """Instance lengths are drawn uniformly from [min_len, data.tgt_len + 1]; the rest of a lane after a
+    shorter instance is ordinary text (None: every instance fills its lane)."""
+    depth_min: float = 0.0
+    """Smallest depth drawn (0: the key right after the preamble, as far from the question as possible)."""
+    depth_max: float = 1.0
+    """Largest depth drawn (1: the key right before the question)."""
+    curriculum_steps: int = 0
+    """Curriculum over the key's distance: the lowest depth drawn ramps linearly from `curriculum_start`
+    down to `depth_min` over this many steps (0: no curriculum)."""
+    curriculum_start: float = 0.9
+    """Lowest depth drawn at step 0 when `curriculum_steps` > 0 (the key close to the question)."""
+    seed: int = 0
+    """Seed of the instances and text offsets: lane g of step t draws from default_rng([seed, t, g])."""
+    val_instances: int = 32
+    """Held-out instances at the training length scored at every validation (teacher-forced)."""
+
+    def __post_init__(self) -> None:
+        for name in ("text_frac", "depth_min", "depth_max", "curriculum_start"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise PasskeyError(f"passkey.{name} must be in [0, 1], got {getattr(self, name)!r}")
+        if self.depth_min > self.depth_max:
+            raise PasskeyError(f"passkey.depth_min {self.depth_min} > passkey.depth_max {self.depth_max}")
+        if self.all_weight < 0 or self.curriculum_steps < 0 or self.val_instances < 0:
+            raise PasskeyError("passkey.all_weight, curriculum_steps and val_instances must be >= 0")
+        if self.min_len is not None and self.min_len <= 0:
+            raise PasskeyError(f"passkey.min_len must be positive, got {self.min_len}")
+
+    def depth_range(self, step: int) -> tuple[float, float]:
+        """(lowest, highest) depth drawn at `step`, after the distance curriculum."""
+        lo = self.depth_min
+        if self.curriculum_steps and step < self.curriculum_steps:
+            start = max(self.curriculum_start, self.depth_min)
+            lo = start + (self.depth_min - start) * step / self.curriculum_steps
+        return min(lo, self.depth_max), self.depth_max
+
+
+@dataclass
+class PasskeyBatch:
+    """Inputs and targets ``[B, T]`` and the answer mask ``[B, T]`` (True at the scored digits). Every
+    lane starts a new document: the trainer resets the memory before the batch."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    answer: torch.Tensor
+
+
+class PasskeyBatches:
+    """An endless, seeded, resumable source of passkey training batches.
+
+    Every batch gives each lane a fresh document of ``tgt_len + 1`` tokens: an instance (of a length
+    drawn from ``[min_len, tgt_len + 1]``, followed by ordinary text when shorter) or, with probability
+    ``text_frac``, a span of ordinary text at a random offset. Lane ``g`` (global index) of step ``t``
+    is a pure function of ``(seed, t, g)``, so the position is just the step and a resume is exact;
+    rank ``r`` of ``world_size`` yields the lanes ``[r * B / W, (r + 1) * B / W)``.
+    """
+
+    def __init__(self, tok: PasskeyTokens, text: np.ndarray, task: PasskeyTaskConfig, batch_size: int,
+                 tgt_len: int, *, rank: int = 0, world_size: int = 1, device: str = "cpu") -> None:
+        self.tok, self.text, self.task = tok, text, task
+        self.batch_size, self.tgt_len = batch_size, tgt_len
+        self.local = batch_size // world_size
+        self.first_lane = rank * self.local
+        self.device = device
+        self.step = 0
+        self.max_len = tgt_len + 1
+        self.min_len = min(task.min_len or self.max_len, self.max_len)
+        if self.min_len < tok.fixed_len:
+            raise PasskeyError(f"instances of {self.min_len} tokens are too short: the task needs at least "
+                               f"{tok.fixed_len} (raise data.tgt_len or passkey.min_len)")
+        if len(text) <= self.max_len:
+            raise PasskeyError(f"the training text ({len(text)} tokens) is shorter than one lane "
+                               f"({self.max_len})")
+
+    def lane(self, step: int, g: int) -> tuple[np.ndarray, np.ndarray]:
+        """Tokens ``[tgt_len + 1]`` and the answer mask over its ``tgt_len`` targets of global lane g."""
+        rng = np.random.default_rng([self.task.seed, step, g])
+        ids = np.empty(self.max_len, dtype=np.int64)
+        mask = np.zeros(self.max_len - 1, dtype=bool)
+        n = 0
+        if rng.random() >= self.task.text_frac:
+            length = int(rng.integers(self.min_len, self.max_len + 1))
+            lo, hi = self.task.depth_range(step)
+            inst = make_instance(self.tok, length, float(rng.uniform(lo, hi)), int(rng.integers(2**31)))
+            ids[:length] = inst.tokens()
+            mask[inst.answer_start - 1:length - 1] = True
+            n = length
+        if n < self.max_len:
+            start = int(rng.integers(0, len(self.text) - (self.max_len - n) + 1))
+            ids[n:] = self.text[start:start + self.max_len - n]
+        return ids, mask
+
+    def __iter__(self) -> Iterator[PasskeyBatch]:
+        while True:
+            lanes = [self.lane(self.step, self.first_lane + i) for i in range(self.local)]
+            self.step += 1  # advance before yielding: a state_dict taken after this batch resumes at the next
+            ids = torch.from_numpy(np.stack([a for a, _ in lanes])).to(self.device)
+            answer = torch.from_numpy(np.stack([m for _, m in lanes])).to(self.device)
+            yield PasskeyBatch(ids[:, :-1].contiguous(), ids[:, 1:].contiguous(), answer)
+
+    def state_dict(self) -> dict:
+        """The position (plain ints, `weights_only`-safe) and the shape it belongs to."""
+        return {"step": int(self.step), "batch_size": int(self.batch_size), "tgt_len": int(self.tgt_len),
+                "seed": int(self.task.seed)}
+
+    def load_state_dict(self, d: dict) -> None:
+        mine = {"batch_size": self.batch_size, "tgt_len": self.tgt_len, "seed": self.task.seed}
+        for key, value in mine.items():
+            if key not in d:
+                raise ValueError(f"the checkpoint's batch source has no {key!r}: it was not written by "
+                                 "scripts/passkey.py train")
+            if int(d[key]) != value:
+                raise ValueError(f"the checkpoint's passkey batches have {key}={d[key]}: resume with the "
+                                 "same data.batch_size, data.tgt_len and passkey.seed")
+        self.step = int(d["step"])
