@@ -25,7 +25,9 @@ BYTE_VOCAB = Vocab("byte", list(range(256)))
 
 
 def _enwik8_vocab() -> Vocab:
-    with open("data/enwik8-sample/vocab.json", encoding="utf-8") as f:
+    from test_train_utils import prepared_data_dir
+
+    with open(f"{prepared_data_dir()}/enwik8-sample/vocab.json", encoding="utf-8") as f:
         return Vocab.from_dict(json.load(f))
 
 
@@ -268,3 +270,124 @@ def test_eval_vocabulary_without_digits_is_a_one_line_error(tmp_path):
     r = _run("eval", "--checkpoint", str(ckpt), "--lengths", "1k", "--depths", "0.5")
     assert r.returncode == 1 and "lacks the digits 0-9" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# Training batches and scripts/passkey.py train.
+
+from data_utils.passkey import PasskeyBatches, PasskeyTaskConfig  # noqa: E402
+
+
+def test_batches_are_seeded_per_lane_and_step_and_shard_by_rank(tok):
+    text = np.random.default_rng(0).integers(0, len(tok.vocab), 5000)
+    task = PasskeyTaskConfig(text_frac=0.3, min_len=300, seed=4)
+    whole = PasskeyBatches(tok, text, task, batch_size=4, tgt_len=400)
+    b0, b1 = next(iter(whole)), next(iter(whole))
+    assert b0.x.shape == b0.y.shape == b0.answer.shape == (4, 400) and whole.step == 2
+    assert torch.equal(b0.x[:, 1:], b0.y[:, :-1]) and not torch.equal(b0.x, b1.x)
+    # Rank 1 of 2 yields exactly lanes 2-3 of the single-process batch.
+    rank1 = PasskeyBatches(tok, text, task, batch_size=4, tgt_len=400, rank=1, world_size=2)
+    assert torch.equal(next(iter(rank1)).x, b0.x[2:])
+    # A resumed source continues with the next batch.
+    again = PasskeyBatches(tok, text, task, batch_size=4, tgt_len=400)
+    again.load_state_dict({**whole.state_dict(), "step": 1})
+    assert torch.equal(next(iter(again)).x, b1.x)
+    with pytest.raises(ValueError, match="tgt_len"):
+        PasskeyBatches(tok, text, task, batch_size=4, tgt_len=512).load_state_dict(whole.state_dict())
+
+
+def test_batch_lanes_hold_an_instance_or_text_with_the_answer_marked(tok):
+    v = len(tok.vocab)
+    text = np.arange(5000) % v  # ordinary text whose spans are easy to recognise: consecutive ids
+    task = PasskeyTaskConfig(text_frac=0.5, min_len=260, seed=1)
+    src = PasskeyBatches(tok, text, task, batch_size=16, tgt_len=400)
+    n_inst = 0
+    for g in range(16):
+        ids, mask = src.lane(3, g)
+        if mask.any():
+            n_inst += 1
+            s = _text(tok, ids)
+            assert s.startswith(PREAMBLE) and mask.sum() == 5
+            end = int(np.flatnonzero(mask)[-1]) + 2  # instance length: the answer's last target + 1
+            assert s[:end].endswith(QUESTION + s[end - 5:end]) and s[end - 5:end].isdigit()
+            assert 260 <= end <= 401 and s[:end].count("pass key is") == 2
+            assert np.all(np.diff(ids[end:]) % v == 1)  # after a shorter instance: a span of text
+        else:
+            assert np.all(np.diff(ids) % v == 1)
+    assert 3 <= n_inst <= 13
+
+
+def test_curriculum_moves_the_key_away_from_the_question():
+    task = PasskeyTaskConfig(curriculum_steps=100, curriculum_start=0.8, depth_min=0.1)
+    assert task.depth_range(0) == (0.8, 1.0)
+    assert task.depth_range(50) == pytest.approx((0.45, 1.0))
+    assert task.depth_range(100) == task.depth_range(10**6) == (0.1, 1.0)
+    with pytest.raises(PasskeyError, match="text_frac"):
+        PasskeyTaskConfig(text_frac=1.5)
+
+
+def _train_args(run: Path, *extra: str) -> list[str]:
+    from test_train_utils import prepared_data_dir
+
+    sets = {"model.n_layer": 1, "model.d_model": 32, "model.n_head": 2, "model.d_head": 16,
+            "model.d_inner": 64, "model.segment_len": 64, "model.dropout": 0.1, "model.mem_len": 64,
+            "data.data_dir": prepared_data_dir(), "data.batch_size": 4, "data.tgt_len": 320,
+            "train.log_interval": 1, "train.eval_interval": 2, "train.ckpt_interval": 2,
+            "train.device": "cpu", "eval.max_tokens": 256, "eval.test_max_tokens": 256,
+            "passkey.val_instances": 4, "passkey.text_frac": 0.25, "passkey.all_weight": 0.1,
+            "passkey.min_len": 260, "passkey.curriculum_steps": 4}
+    args = ["train", "--config", str(ROOT / "configs" / "passkey_cpu.yaml"), "--run-dir", str(run),
+            "--no-progress"]
+    for k, v in sets.items():
+        args += ["--set", f"{k}={v}"]
+    return args + list(extra)
+
+
+def _main(args: list[str]) -> int:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("passkey_script_main", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.main(args)
+
+
+def _records(run: Path, kind: str) -> list[dict]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r.get("kind") == kind]
+
+
+def test_train_resumes_exactly_and_logs_passkey_validation(tmp_path):
+    """6 steps straight == 4 steps, then a resume to 6 (dropout on, curriculum and text lanes)."""
+    assert _main(_train_args(tmp_path / "a", "--set", "train.max_steps=6")) == 0
+    assert _main(_train_args(tmp_path / "b", "--set", "train.max_steps=4")) == 0
+    assert _main(_train_args(tmp_path / "b", "--set", "train.max_steps=6")) == 0
+    a, b = _records(tmp_path / "a", "train"), _records(tmp_path / "b", "train")
+    assert [r["loss"] for r in a] == [r["loss"] for r in b] and len(a) == 6
+    ckpt = ckpt_io.load(tmp_path / "a" / "ckpt_00000006.pt")
+    assert ckpt["iterator"]["step"] == 6
+    wa = ckpt["model"]
+    wb = ckpt_io.load(tmp_path / "b" / "ckpt_00000006.pt")["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    val = _records(tmp_path / "a", "passkey")
+    assert [r["step"] for r in val] == [2, 4, 6]
+    assert all(0 <= r["digit_acc"] <= 1 and r["answer_nll"] > 0 and r["instances"] == 4 for r in val)
+    assert (tmp_path / "a" / "best.pt").is_file() and (tmp_path / "a" / "passkey.yaml").is_file()
+
+
+def test_train_fine_tunes_from_a_checkpoint(tmp_path):
+    assert _main(_train_args(tmp_path / "src", "--set", "train.max_steps=2")) == 0
+    src = ckpt_io.load(tmp_path / "src" / "ckpt_00000002.pt")["model"]
+    assert _main(_train_args(tmp_path / "ft", "--set", "train.max_steps=2", "--set", "optim.lr=0",
+                             "--set", "optim.weight_decay=0", "--init",
+                             str(tmp_path / "src" / "ckpt_00000002.pt"))) == 0
+    ft = ckpt_io.load(tmp_path / "ft" / "ckpt_00000002.pt")
+    assert ft["step"] == 2 and all(torch.equal(src[k], ft["model"][k]) for k in src)  # lr 0: unchanged
+
+
+def test_train_config_errors(tmp_path, capsys):
+    assert _main(_train_args(tmp_path / "x", "--set", "passkey.text_fraq=0.5")) == 2
+    err = capsys.readouterr().err
+    assert "passkey.text_frac" in err and len(err.strip().splitlines()) == 1
+    assert _main(_train_args(tmp_path / "x", "--set", "passkey.depth_min=2")) == 1
+    assert "passkey.depth_min must be in [0, 1]" in capsys.readouterr().err
