@@ -37,6 +37,8 @@ QUESTION = "What is the pass key? The pass key is "
 N_DIGITS = 5
 DIGITS = "0123456789"
 
+ANSWER, COPY = 1, 2  # roles of scored targets in a training lane
+
 _SUFFIXES = {"": 1, "k": 1024, "m": 1024**2}
 
 
@@ -120,6 +122,11 @@ class PasskeyInstance:
     @property
     def key_pos(self) -> int:
         return len(self.tok.preamble) + self.filler_before + len(self.tok.key_parts[0])
+
+    @property
+    def copy_pos(self) -> int:
+        """Index of the first digit of the key's second copy ("... Remember it. NNNNN is the pass key.")."""
+        return self.key_pos + N_DIGITS + len(self.tok.key_parts[1])
 
     @property
     def answer_start(self) -> int:
@@ -220,8 +227,12 @@ class PasskeyTaskConfig:
     text_frac: float = 0.0
     """Fraction of the lanes of every batch that hold ordinary training text instead of an instance."""
     all_weight: float = 0.0
-    """Loss = mean NLL of the answer digits + all_weight x mean NLL of every target (text lanes, filler
-    and answers alike); 0 scores the answer digits only."""
+    """Loss = mean NLL of the answer digits + copy_weight x mean NLL of the key's second copy +
+    all_weight x mean NLL of every target (text lanes, filler and answers alike)."""
+    copy_weight: float = 0.0
+    """Weight of the key's second copy inside the key sentence, which a local copy (induction) circuit
+    predicts from the first copy 20 tokens earlier: the same circuit, read through the memory, answers
+    the question (0: not scored)."""
     min_len: int | None = None
     """Instance lengths are drawn uniformly from [min_len, data.tgt_len + 1]; the rest of a lane after a
     shorter instance is ordinary text (None: every instance fills its lane)."""
@@ -245,8 +256,9 @@ class PasskeyTaskConfig:
                 raise PasskeyError(f"passkey.{name} must be in [0, 1], got {getattr(self, name)!r}")
         if self.depth_min > self.depth_max:
             raise PasskeyError(f"passkey.depth_min {self.depth_min} > passkey.depth_max {self.depth_max}")
-        if self.all_weight < 0 or self.curriculum_steps < 0 or self.val_instances < 0:
-            raise PasskeyError("passkey.all_weight, curriculum_steps and val_instances must be >= 0")
+        if min(self.all_weight, self.copy_weight, self.curriculum_steps, self.val_instances) < 0:
+            raise PasskeyError("passkey.all_weight, copy_weight, curriculum_steps and val_instances must be "
+                               ">= 0")
         if self.min_len is not None and self.min_len <= 0:
             raise PasskeyError(f"passkey.min_len must be positive, got {self.min_len}")
 
@@ -261,12 +273,14 @@ class PasskeyTaskConfig:
 
 @dataclass
 class PasskeyBatch:
-    """Inputs and targets ``[B, T]`` and the answer mask ``[B, T]`` (True at the scored digits). Every
-    lane starts a new document: the trainer resets the memory before the batch."""
+    """Inputs and targets ``[B, T]``, and the bool masks ``[B, T]`` of the targets that are answer digits
+    and digits of the key's second copy. Every lane starts a new document: the trainer resets the
+    memory before the batch."""
 
     x: torch.Tensor
     y: torch.Tensor
     answer: torch.Tensor
+    copy: torch.Tensor
 
 
 class PasskeyBatches:
@@ -297,30 +311,33 @@ class PasskeyBatches:
                                f"({self.max_len})")
 
     def lane(self, step: int, g: int) -> tuple[np.ndarray, np.ndarray]:
-        """Tokens ``[tgt_len + 1]`` and the answer mask over its ``tgt_len`` targets of global lane g."""
+        """Tokens ``[tgt_len + 1]`` of global lane g, and the role of each of its ``tgt_len`` targets
+        (int8: ANSWER, COPY, else 0)."""
         rng = np.random.default_rng([self.task.seed, step, g])
         ids = np.empty(self.max_len, dtype=np.int64)
-        mask = np.zeros(self.max_len - 1, dtype=bool)
+        role = np.zeros(self.max_len - 1, dtype=np.int8)
         n = 0
         if rng.random() >= self.task.text_frac:
             length = int(rng.integers(self.min_len, self.max_len + 1))
             lo, hi = self.task.depth_range(step)
             inst = make_instance(self.tok, length, float(rng.uniform(lo, hi)), int(rng.integers(2**31)))
             ids[:length] = inst.tokens()
-            mask[inst.answer_start - 1:length - 1] = True
+            role[inst.answer_start - 1:length - 1] = ANSWER
+            role[inst.copy_pos - 1:inst.copy_pos - 1 + N_DIGITS] = COPY
             n = length
         if n < self.max_len:
             start = int(rng.integers(0, len(self.text) - (self.max_len - n) + 1))
             ids[n:] = self.text[start:start + self.max_len - n]
-        return ids, mask
+        return ids, role
 
     def __iter__(self) -> Iterator[PasskeyBatch]:
         while True:
             lanes = [self.lane(self.step, self.first_lane + i) for i in range(self.local)]
             self.step += 1  # advance before yielding: a state_dict taken after this batch resumes at the next
             ids = torch.from_numpy(np.stack([a for a, _ in lanes])).to(self.device)
-            answer = torch.from_numpy(np.stack([m for _, m in lanes])).to(self.device)
-            yield PasskeyBatch(ids[:, :-1].contiguous(), ids[:, 1:].contiguous(), answer)
+            role = torch.from_numpy(np.stack([r for _, r in lanes])).to(self.device)
+            x, y = ids[:, :-1].contiguous(), ids[:, 1:].contiguous()
+            yield PasskeyBatch(x, y, role == ANSWER, role == COPY)
 
     def state_dict(self) -> dict:
         """The position (plain ints, `weights_only`-safe) and the shape it belongs to."""

@@ -202,6 +202,10 @@ def test_answer_loss_scores_only_the_answer_plus_optional_all_tokens():
     assert torch.allclose(answer_loss(nll, mask, 0.0).double(), ref)
     assert torch.allclose(answer_loss(nll, mask, 0.3).double(), ref + 0.3 * nll.double().mean())
     assert answer_loss(nll, torch.zeros_like(mask), 0.0).item() == 0.0
+    copy = torch.zeros_like(mask)
+    copy[1, :3] = True
+    assert torch.allclose(answer_loss(nll, mask, 0.3, copy, 2.0).double(),
+                          ref + 0.3 * nll.double().mean() + 2.0 * nll[1, :3].double().mean())
 
 
 def _save_tiny_checkpoint(path: Path, vocab: Vocab, memory: str = "infini") -> None:
@@ -303,7 +307,8 @@ def test_batch_lanes_hold_an_instance_or_text_with_the_answer_marked(tok):
     src = PasskeyBatches(tok, text, task, batch_size=16, tgt_len=400)
     n_inst = 0
     for g in range(16):
-        ids, mask = src.lane(3, g)
+        ids, role = src.lane(3, g)
+        mask = role == 1
         if mask.any():
             n_inst += 1
             s = _text(tok, ids)
@@ -312,6 +317,9 @@ def test_batch_lanes_hold_an_instance_or_text_with_the_answer_marked(tok):
             assert s[:end].endswith(QUESTION + s[end - 5:end]) and s[end - 5:end].isdigit()
             assert 260 <= end <= 401 and s[:end].count("pass key is") == 2
             assert np.all(np.diff(ids[end:]) % v == 1)  # after a shorter instance: a span of text
+            copy = np.flatnonzero(role == 2) + 1  # positions (in ids) of the second copy's digits
+            assert len(copy) == 5 and _text(tok, ids[copy]) == s[end - 5:end]
+            assert s[copy[0] - len("Remember it. "):copy[0]] == "Remember it. "
         else:
             assert np.all(np.diff(ids) % v == 1)
     assert 3 <= n_inst <= 13

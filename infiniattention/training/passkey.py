@@ -48,6 +48,8 @@ class PasskeyTrainer(Trainer):
                  init_from: str | None = None, **kwargs: Any) -> None:
         self.task = task
         self._answer: torch.Tensor | None = None
+        self._copy: torch.Tensor | None = None
+        self._answer_nll = [0.0, 0]  # sum and count since the last log line
         super().__init__(cfg, run_dir, **kwargs)
         if init_from and self.step == 0:
             ckpt = ckpt_io.load(init_from, map_location="cpu")
@@ -66,11 +68,24 @@ class PasskeyTrainer(Trainer):
         """(x, y, True): every lane is a new document, so the loop resets the memory before each batch.
         The answer mask of the batch is kept for `_loss`, which runs right after it is yielded."""
         for batch in self.train_iter:
-            self._answer = batch.answer
+            self._answer, self._copy = batch.answer, batch.copy
             yield batch.x, batch.y, True
 
     def _loss(self, out: LMOutput, lanes: slice) -> torch.Tensor:
-        return answer_loss(out.nll, self._answer[lanes], self.task.all_weight)
+        answer = self._answer[lanes]
+        n = answer.sum()
+        if n > 0:  # the answer NLL on its own, for the training curves
+            self._answer_nll[0] += float((out.nll.detach().float() * answer).sum())
+            self._answer_nll[1] += int(n)
+        return answer_loss(out.nll, answer, self.task.all_weight, self._copy[lanes], self.task.copy_weight)
+
+    def _log_train(self, window: Any, lr: float) -> None:
+        super()._log_train(window, lr)
+        total, n = self._answer_nll
+        if n:
+            self.writer.record("train_answer", self.step, {"answer_nll": total / n})
+            self.writer.scalars(self.step, {"train/answer_nll": total / n})
+        self._answer_nll = [0.0, 0]
 
     def _validate(self) -> dict[str, Any]:
         t0 = time.time()
@@ -92,12 +107,21 @@ class PasskeyTrainer(Trainer):
         return values
 
 
-def answer_loss(nll: torch.Tensor, answer: torch.Tensor, all_weight: float) -> torch.Tensor:
-    """Mean NLL over the answer digits (``answer [B, T]`` True) + ``all_weight`` x mean NLL of all."""
+def answer_loss(nll: torch.Tensor, answer: torch.Tensor, all_weight: float = 0.0,
+                copy: torch.Tensor | None = None, copy_weight: float = 0.0) -> torch.Tensor:
+    """Mean NLL over the answer digits (``answer [B, T]`` True) + ``copy_weight`` x mean NLL over the
+    key's second copy (``copy [B, T]``) + ``all_weight`` x mean NLL of every target."""
     nll = nll.float()
-    n = answer.sum()
-    loss = (nll * answer).sum() / n.clamp_min(1) if n > 0 else nll.sum() * 0.0
+    loss = _masked_mean(nll, answer)
+    if copy_weight and copy is not None:
+        loss = loss + copy_weight * _masked_mean(nll, copy)
     return loss + all_weight * nll.mean() if all_weight else loss
+
+
+def _masked_mean(nll: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``nll`` where ``mask``; 0 (still attached to the graph) when nothing is masked."""
+    n = mask.sum()
+    return (nll * mask).sum() / n.clamp_min(1)
 
 
 @torch.no_grad()
