@@ -99,8 +99,9 @@ class PasskeyTrainer(Trainer):
         self.writer.record("passkey", self.step, values)
         self.writer.scalars(self.step, {f"passkey/{k}": v for k, v in res.items()})
         self.writer.flush()
-        self.log.info("passkey step %d | answer nll %.4f | digit acc %.3f | key acc %.3f | %d instances",
-                      self.step, res["answer_nll"], res["digit_acc"], res["key_acc"], res["instances"])
+        self.log.info("passkey step %d | answer nll %.4f | digit acc %.3f | key acc %.3f | second-copy "
+                      "digit acc %.3f | %d instances", self.step, res["answer_nll"], res["digit_acc"],
+                      res["key_acc"], res["copy_digit_acc"], res["instances"])
         if improved:
             self.save_checkpoint([ckpt_io.BEST])
             self._last_saved_step = -1
@@ -128,28 +129,34 @@ def _masked_mean(nll: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def validate_instances(model: InfiniTransformerLM, tok: PasskeyTokens, length: int, task: PasskeyTaskConfig,
                        device: torch.device, batch_size: int = 16) -> dict[str, float]:
     """Teacher-forced answer NLL and accuracy on ``task.val_instances`` held-out instances of ``length``
-    tokens at depths spread evenly over [depth_min, depth_max] (one call per batch, fresh memory)."""
+    tokens at depths spread evenly over [depth_min, depth_max] (one call per batch, fresh memory), and
+    the accuracy on the key's second copy (the local copy, a diagnostic)."""
     was_training = model.training
     model.eval()
     n = task.val_instances
     depths = np.linspace(task.depth_min, task.depth_max, n) if n > 1 else [task.depth_min]
     seed = VAL_SEED_OFFSET + task.seed
     insts = [make_instance(tok, length, float(d), seed + i) for i, d in enumerate(depths)]
-    nll_sum, correct, keys = 0.0, 0, 0
+    nll_sum, correct, keys, copied = 0.0, 0, 0, 0
     for i in range(0, n, batch_size):
         group = insts[i:i + batch_size]
         ids = torch.from_numpy(np.stack([g.tokens() for g in group])).to(device)
         mask = torch.from_numpy(np.stack([answer_mask(g) for g in group])).to(device)
+        copy = torch.zeros_like(mask)
+        for b, g in enumerate(group):
+            copy[b, g.copy_pos - 1:g.copy_pos - 1 + N_DIGITS] = True
         out = model(ids[:, :-1], targets=ids[:, 1:], state=model.init_state(len(group), device),
                     return_logits=True)
-        pred = out.logits.argmax(-1)  # [B, T]
-        hit = (pred == ids[:, 1:]) & mask  # [B, T]
+        right = out.logits.argmax(-1) == ids[:, 1:]  # [B, T]
+        hit = right & mask
         nll_sum += out.nll[mask].double().sum().item()
         correct += int(hit.sum())
         keys += int((hit.sum(1) == N_DIGITS).sum())
+        copied += int((right & copy).sum())
     model.train(was_training)
-    return {"answer_nll": nll_sum / max(n * N_DIGITS, 1), "digit_acc": correct / max(n * N_DIGITS, 1),
-            "key_acc": keys / max(n, 1), "instances": float(n)}
+    digits = max(n * N_DIGITS, 1)
+    return {"answer_nll": nll_sum / digits, "digit_acc": correct / digits, "key_acc": keys / max(n, 1),
+            "copy_digit_acc": copied / digits, "instances": float(n)}
 
 
 def state_nbytes(state: ModelState) -> int:
