@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated instance lengths in tokens, suffixes k (x1024) and m (x1048576)")
     e.add_argument("--depths", default="0,0.25,0.5,0.75,1", help="comma-separated key depths in [0, 1]")
     e.add_argument("--instances", type=int, default=4, help="instances (keys) per length and depth")
-    e.add_argument("--chunk-len", type=int, default=8192,
+    e.add_argument("--chunk-len", type=int, default=1024,
                    help="tokens per lane per call (rounded up to a multiple of the segment length)")
     e.add_argument("--seed", type=int, default=0, help="seed of the keys")
     e.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -119,8 +119,27 @@ def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
 # eval
 
 
+def _fixed_mmap_threshold() -> None:
+    """Serve every large block (>= 128 KiB) from mmap, returned to the OS when freed (glibc mallopt
+    M_MMAP_THRESHOLD; fixing it also turns off glibc's dynamic threshold, which otherwise moves large
+    activations onto the heap where freed pages stay resident), so peak RSS measures the working set."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-3, 1024 * 1024)  # -3: M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 def _peak_reset() -> None:
-    """Reset the process's peak resident memory (Linux: write 5 to /proc/self/clear_refs)."""
+    """Reset the process's peak resident memory (Linux: write 5 to /proc/self/clear_refs), after handing
+    the heap's free pages back (glibc malloc_trim), so each length's peak starts from the same floor."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
@@ -253,6 +272,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     seg = cfg.model.segment_len
     chunk = -(-args.chunk_len // seg) * seg
     torch.set_grad_enabled(False)
+    _fixed_mmap_threshold()
     t0 = time.time()
     grid = evaluate_grid(model, tok, lengths, depths, args.instances, chunk, device, args.seed,
                          precision_autocast(device, args.precision))
