@@ -399,3 +399,16 @@ def test_train_config_errors(tmp_path, capsys):
     assert "passkey.text_frac" in err and len(err.strip().splitlines()) == 1
     assert _main(_train_args(tmp_path / "x", "--set", "passkey.depth_min=2")) == 1
     assert "passkey.depth_min must be in [0, 1]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["passkey_cpu", "passkey_gpu"])
+@pytest.mark.parametrize("memory", ["infini", "xl", "none"])
+def test_shipped_passkey_configs_load_with_every_memory(name, memory):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("passkey_script_cfg", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    cfg, task = mod.load_passkey_config(str(ROOT / "configs" / f"{name}.yaml"), [f"model.memory={memory}"])
+    assert cfg.model.memory == memory and cfg.data.tgt_len + 1 >= (task.min_len or 0)
+    assert task.min_len is None or task.min_len >= PasskeyTokens(BYTE_VOCAB).fixed_len
