@@ -43,7 +43,7 @@ from tqdm import tqdm
 from data_utils.corpus import get_corpus
 from data_utils.iterators import LMOrderedIterator
 
-from ..model import InfiniTransformerLM, ModelState
+from ..model import InfiniTransformerLM, LMOutput, ModelState
 from . import checkpoint as ckpt_io
 from . import faults
 from .config import RunConfig, save_config
@@ -103,10 +103,7 @@ class Trainer:
         self.model = _build_model(cfg, self.device)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.precision == "fp16")
-        self.train_iter = LMOrderedIterator(
-            self.corpus.train, cfg.data.batch_size, cfg.data.tgt_len, rank=self.env.rank,
-            world_size=self.env.world_size, device=self.device, roll_seed=cfg.data.roll_seed,
-        )
+        self.train_iter = self._make_train_iter()
         self.states = self._fresh_states()
         self.step = 0
         self.tokens_seen = 0
@@ -173,6 +170,14 @@ class Trainer:
             raise UserError(f"the model needs about {need / 2**30:.1f} GiB for its weights, gradients and "
                             f"optimizer state, more than the {have / 2**30:.1f} GiB of {self.device}: "
                             "make it smaller (model.n_layer, d_model, d_inner, n_head x d_head)")
+
+    def _make_train_iter(self) -> LMOrderedIterator:
+        """The training batch source (a hook: task trainers such as passkey's yield other batches)."""
+        cfg = self.cfg
+        return LMOrderedIterator(
+            self.corpus.train, cfg.data.batch_size, cfg.data.tgt_len, rank=self.env.rank,
+            world_size=self.env.world_size, device=self.device, roll_seed=cfg.data.roll_seed,
+        )
 
     def _fresh_states(self) -> list[ModelState]:
         n = self.cfg.train.grad_accum
@@ -399,7 +404,7 @@ class Trainer:
             with contextlib.nullcontext() if sync else self.ddp.no_sync():
                 with self.autocast():
                     out = self.fwd(x[lanes], targets=y[lanes], state=state)
-                loss = out.loss.float() / n
+                loss = self._loss(out, lanes).float() / n
                 if self.step in self._nan_steps and self.env.is_main:
                     loss = loss * float("nan")
                 self.scaler.scale(loss).backward()
@@ -420,6 +425,10 @@ class Trainer:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         return loss_val, norm_val, ok
+
+    def _loss(self, out: LMOutput, lanes: slice) -> torch.Tensor:
+        """The loss of micro-batch `lanes` (a hook: the mean NLL of every target here)."""
+        return out.loss
 
     # --------------------------------------------------------------------------------------------
     # The loop.

@@ -1,0 +1,247 @@
+"""Passkey retrieval through the normal trainer, and streamed retrieval of a single instance.
+
+`PasskeyTrainer` is the `Trainer` (checkpoints, exact resume, TensorBoard, DDP, signals all unchanged)
+with three hooks filled in: its batch source yields passkey instances mixed with ordinary text
+(`data_utils.passkey.PasskeyBatches`), every lane starts a new document so the memory is reset before
+every batch, and the loss is the mean NLL of the answer digits (+ `all_weight` x the mean NLL of every
+target). Validation scores held-out instances at the training length (teacher-forced answer NLL and
+digit accuracy); `best.pt` is the step with the lowest answer NLL.
+
+`retrieve` streams instances (any length, one chunk at a time, the state carried) and decodes the five
+digits greedily: the test of the paper's §4.2 as `scripts/passkey.py eval` runs it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from data_utils.passkey import (
+    N_DIGITS,
+    PasskeyBatches,
+    PasskeyInstance,
+    PasskeyTaskConfig,
+    PasskeyTokens,
+    answer_mask,
+    make_instance,
+)
+
+from ..model import InfiniTransformerLM, LMOutput, ModelState
+from . import checkpoint as ckpt_io
+from .config import RunConfig
+from .trainer import Trainer
+
+VAL_SEED_OFFSET = 1_000_003  # held-out instances never share a seed with the training lanes
+
+
+class PasskeyTrainer(Trainer):
+    """`Trainer` on passkey batches with the answer-digit loss (see the module docstring)."""
+
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, task: PasskeyTaskConfig, *,
+                 init_from: str | None = None, **kwargs: Any) -> None:
+        self.task = task
+        self._answer: torch.Tensor | None = None
+        self._copy: torch.Tensor | None = None
+        self._answer_nll = [0.0, 0]  # sum and count since the last log line
+        super().__init__(cfg, run_dir, **kwargs)
+        if init_from and self.step == 0:
+            ckpt = ckpt_io.load(init_from, map_location="cpu")
+            ckpt_io.check_compatible(ckpt, self.model.config.__dict__, self.vocab.digest(), Path(init_from))
+            self.model.load_state_dict(ckpt["model"])
+            self.log.info("initialised the weights from %s (step %d); optimizer and step start afresh",
+                          init_from, int(ckpt["step"]))
+
+    def _make_train_iter(self) -> PasskeyBatches:
+        self.tok = PasskeyTokens(self.vocab)
+        return PasskeyBatches(self.tok, self.corpus.train, self.task, self.cfg.data.batch_size,
+                              self.cfg.data.tgt_len, rank=self.env.rank, world_size=self.env.world_size,
+                              device=self.device)
+
+    def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, bool]]:
+        """(x, y, True): every lane is a new document, so the loop resets the memory before each batch.
+        The answer mask of the batch is kept for `_loss`, which runs right after it is yielded."""
+        for batch in self.train_iter:
+            self._answer, self._copy = batch.answer, batch.copy
+            yield batch.x, batch.y, True
+
+    def _loss(self, out: LMOutput, lanes: slice) -> torch.Tensor:
+        answer = self._answer[lanes]
+        n = answer.sum()
+        if n > 0:  # the answer NLL on its own, for the training curves
+            self._answer_nll[0] += float((out.nll.detach().float() * answer).sum())
+            self._answer_nll[1] += int(n)
+        return answer_loss(out.nll, answer, self.task.all_weight, self._copy[lanes], self.task.copy_weight)
+
+    def _log_train(self, window: Any, lr: float) -> None:
+        super()._log_train(window, lr)
+        total, n = self._answer_nll
+        if n:
+            self.writer.record("train_answer", self.step, {"answer_nll": total / n})
+            self.writer.scalars(self.step, {"train/answer_nll": total / n})
+        self._answer_nll = [0.0, 0]
+
+    def _validate(self) -> dict[str, Any]:
+        t0 = time.time()
+        res = validate_instances(self.model, self.tok, self.cfg.data.tgt_len + 1, self.task, self.device,
+                                 batch_size=self.cfg.data.batch_size)
+        values = {**res, "seconds": round(time.time() - t0, 2)}
+        improved = res["answer_nll"] < self.best_val
+        if improved:
+            self.best_val = res["answer_nll"]
+        values["best"] = improved
+        self.writer.record("passkey", self.step, values)
+        self.writer.scalars(self.step, {f"passkey/{k}": v for k, v in res.items()})
+        self.writer.flush()
+        self.log.info("passkey step %d | answer nll %.4f | digit acc %.3f | key acc %.3f | second-copy "
+                      "digit acc %.3f | %d instances", self.step, res["answer_nll"], res["digit_acc"],
+                      res["key_acc"], res["copy_digit_acc"], res["instances"])
+        if improved:
+            self.save_checkpoint([ckpt_io.BEST])
+            self._last_saved_step = -1
+        return values
+
+
+def answer_loss(nll: torch.Tensor, answer: torch.Tensor, all_weight: float = 0.0,
+                copy: torch.Tensor | None = None, copy_weight: float = 0.0) -> torch.Tensor:
+    """Mean NLL over the answer digits (``answer [B, T]`` True) + ``copy_weight`` x mean NLL over the
+    key's second copy (``copy [B, T]``) + ``all_weight`` x mean NLL of every target."""
+    nll = nll.float()
+    loss = _masked_mean(nll, answer)
+    if copy_weight and copy is not None:
+        loss = loss + copy_weight * _masked_mean(nll, copy)
+    return loss + all_weight * nll.mean() if all_weight else loss
+
+
+def _masked_mean(nll: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``nll`` where ``mask``; 0 (still attached to the graph) when nothing is masked."""
+    n = mask.sum()
+    return (nll * mask).sum() / n.clamp_min(1)
+
+
+@torch.no_grad()
+def validate_instances(model: InfiniTransformerLM, tok: PasskeyTokens, length: int, task: PasskeyTaskConfig,
+                       device: torch.device, batch_size: int = 16) -> dict[str, float]:
+    """Teacher-forced answer NLL and accuracy on ``task.val_instances`` held-out instances of ``length``
+    tokens at depths spread evenly over [depth_min, depth_max] (one call per batch, fresh memory), and
+    the accuracy on the key's second copy (the local copy, a diagnostic)."""
+    was_training = model.training
+    model.eval()
+    n = task.val_instances
+    depths = np.linspace(task.depth_min, task.depth_max, n) if n > 1 else [task.depth_min]
+    seed = VAL_SEED_OFFSET + task.seed
+    insts = [make_instance(tok, length, float(d), seed + i) for i, d in enumerate(depths)]
+    nll_sum, correct, keys, copied = 0.0, 0, 0, 0
+    for i in range(0, n, batch_size):
+        group = insts[i:i + batch_size]
+        ids = torch.from_numpy(np.stack([g.tokens() for g in group])).to(device)
+        mask = torch.from_numpy(np.stack([answer_mask(g) for g in group])).to(device)
+        copy = torch.zeros_like(mask)
+        for b, g in enumerate(group):
+            copy[b, g.copy_pos - 1:g.copy_pos - 1 + N_DIGITS] = True
+        out = model(ids[:, :-1], targets=ids[:, 1:], state=model.init_state(len(group), device),
+                    return_logits=True)
+        right = out.logits.argmax(-1) == ids[:, 1:]  # [B, T]
+        hit = right & mask
+        nll_sum += out.nll[mask].double().sum().item()
+        correct += int(hit.sum())
+        keys += int((hit.sum(1) == N_DIGITS).sum())
+        copied += int((right & copy).sum())
+    model.train(was_training)
+    digits = max(n * N_DIGITS, 1)
+    return {"answer_nll": nll_sum / digits, "digit_acc": correct / digits, "key_acc": keys / max(n, 1),
+            "copy_digit_acc": copied / digits, "instances": float(n)}
+
+
+def state_nbytes(state: ModelState) -> int:
+    """Bytes held by a state's tensors (memories, unfinished-segment keys/values, XL caches)."""
+    return sum(t.numel() * t.element_size() for layer in state.layers for t in layer.tensors().values())
+
+
+@dataclass
+class Retrieval:
+    """Greedy answers of a group of instances streamed together as lanes."""
+
+    predicted: list[str]
+    """Decoded five-token answers (non-digit tokens shown as '?')."""
+    digits_correct: np.ndarray
+    """Bool ``[B, 5]``: digit j of lane b right."""
+    seconds: float
+    """Wall time of the streamed prompts and the decoding."""
+    tokens: int
+    """Tokens fed through the model (all lanes)."""
+    max_state_bytes: int
+    """Largest state seen between calls (all lanes)."""
+
+
+@torch.no_grad()
+def retrieve(model: InfiniTransformerLM, insts: list[PasskeyInstance], chunk_len: int, device: torch.device,
+             autocast: Any = None) -> Retrieval:
+    """Stream the prompts of ``insts`` (same length; one lane each) in calls of ``chunk_len`` tokens with
+    the state carried, then decode five tokens greedily, each fed back. Only one chunk of tokens and the
+    state are ever held, so memory does not grow with the length (the paper's bounded-memory claim)."""
+    length = insts[0].length
+    if any(i.length != length for i in insts):
+        raise ValueError("instances streamed together must have the same length")
+    tok = insts[0].tok
+    model.eval()
+    state = model.init_state(len(insts), device)
+    max_bytes = state_nbytes(state)
+    streams = [i.chunks(chunk_len, stop=i.prompt_len) for i in insts]
+    t0 = time.perf_counter()
+    last = None
+    tokens = 0
+    for pieces in zip(*streams, strict=True):
+        x = torch.from_numpy(np.stack(pieces)).to(device)  # [B, chunk]
+        with autocast or contextlib.nullcontext():
+            last, state = _last_log_probs(model, x, state)
+        tokens += x.numel()
+        max_bytes = max(max_bytes, state_nbytes(state))
+    answer = []
+    for _ in range(N_DIGITS):
+        nxt = last.argmax(-1)  # [B]
+        answer.append(nxt)
+        with autocast or contextlib.nullcontext():
+            last, state = _last_log_probs(model, nxt[:, None], state)
+        tokens += nxt.numel()
+        max_bytes = max(max_bytes, state_nbytes(state))
+    seconds = time.perf_counter() - t0
+    pred = torch.stack(answer, 1).cpu().numpy()  # [B, 5]
+    truth = np.stack([i.answer_ids() for i in insts])
+    digit_of = {int(t): str(d) for d, t in enumerate(tok.digit_ids)}
+    predicted = ["".join(digit_of.get(int(t), "?") for t in row) for row in pred]
+    return Retrieval(predicted, pred == truth, seconds, tokens, max_bytes)
+
+
+def _last_log_probs(model: InfiniTransformerLM, x: torch.Tensor, state: ModelState
+                    ) -> tuple[torch.Tensor, ModelState]:
+    """Log-probabilities ``[B, V]`` after the last token of ``x``, and the next state."""
+    out = model(x, state=state)
+    return out.logits[:, -1].float(), out.state
+
+
+def task_config_from_dict(d: dict[str, Any] | None) -> PasskeyTaskConfig:
+    """A validated `PasskeyTaskConfig` from the `passkey:` section (unknown keys and wrong types are
+    `ConfigError`s naming the key, as for the other sections)."""
+    import dataclasses
+    import typing
+
+    from .config import ConfigError, _coerce, _unknown
+
+    d = d or {}
+    if not isinstance(d, dict):
+        raise ConfigError(f"config section 'passkey' must be a mapping, got {d!r}")
+    hints = typing.get_type_hints(PasskeyTaskConfig)
+    valid = [f.name for f in dataclasses.fields(PasskeyTaskConfig)]
+    kwargs = {}
+    for key, value in d.items():
+        if key not in hints:
+            raise _unknown("key", f"passkey.{key}", valid)
+        kwargs[key] = _coerce(f"passkey.{key}", value, hints[key])
+    return PasskeyTaskConfig(**kwargs)
