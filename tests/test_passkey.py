@@ -386,11 +386,14 @@ def test_train_resumes_exactly_and_logs_passkey_validation(tmp_path):
 def test_train_fine_tunes_from_a_checkpoint(tmp_path):
     assert _main(_train_args(tmp_path / "src", "--set", "train.max_steps=2")) == 0
     src = ckpt_io.load(tmp_path / "src" / "ckpt_00000002.pt")["model"]
-    assert _main(_train_args(tmp_path / "ft", "--set", "train.max_steps=2", "--set", "optim.lr=0",
+    # lr must be > 0 (config validation): at 1e-9 Adam moves a weight by at most ~2e-9 in 2 steps,
+    # while a fresh initialisation would differ by orders of magnitude more.
+    assert _main(_train_args(tmp_path / "ft", "--set", "train.max_steps=2", "--set", "optim.lr=1e-9",
                              "--set", "optim.weight_decay=0", "--init",
                              str(tmp_path / "src" / "ckpt_00000002.pt"))) == 0
     ft = ckpt_io.load(tmp_path / "ft" / "ckpt_00000002.pt")
-    assert ft["step"] == 2 and all(torch.equal(src[k], ft["model"][k]) for k in src)  # lr 0: unchanged
+    assert ft["step"] == 2
+    assert all(torch.allclose(src[k], ft["model"][k], rtol=0, atol=1e-7) for k in src)
 
 
 def test_train_config_errors(tmp_path, capsys):
