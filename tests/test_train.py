@@ -100,6 +100,13 @@ def test_config_error_exit_code(tmp_path, capsys):
     assert "did you mean 'optim.lr'" in capsys.readouterr().err
 
 
+def test_lanes_not_dividing_among_processes_suggest_the_nearest_batch_sizes(tmp_path, capsys):
+    assert run_train(tmp_path / "run", **{"data.batch_size": 5, "train.grad_accum": 2}) == 2
+    err = capsys.readouterr().err
+    assert "data.batch_size=5 must be divisible by world_size x train.grad_accum = 1 x 2: use 4 or 6" in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_lr_schedule_is_a_pure_function_of_the_step():
     cfg = OptimConfig(lr=1.0, warmup_steps=10, decay_steps=110, eta_min=0.1)
     assert lr_at(0, cfg, 1000) == pytest.approx(0.1)

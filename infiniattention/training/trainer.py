@@ -141,8 +141,11 @@ class Trainer:
     def _check_batching(self) -> None:
         b, w, a = self.cfg.data.batch_size, self.env.world_size, self.cfg.train.grad_accum
         if b % (w * a):
+            lo, hi = b // (w * a) * w * a, -(-b // (w * a)) * w * a
+            near = f"{lo} or {hi}" if lo else f"{hi}"
             raise UserError(
-                f"data.batch_size={b} must be divisible by world_size x train.grad_accum = {w} x {a}"
+                f"data.batch_size={b} must be divisible by world_size x train.grad_accum = {w} x {a}: "
+                f"use {near} (--set data.batch_size=...) or another number of processes"
             )
         self.local_lanes = b // w
         self.chunk_lanes = self.local_lanes // a
