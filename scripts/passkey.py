@@ -29,8 +29,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
-from data_utils.passkey import PasskeyError, PasskeyTokens, make_instance, parse_depth, parse_length  # noqa: E402  # noqa: E402
+from data_utils.passkey import PasskeyError, PasskeyTokens, make_instance, parse_depth, parse_length  # noqa: E402
 from infiniattention.training.checkpoint import CheckpointError  # noqa: E402
+from infiniattention.training.cli import cli_entry, exit_with  # noqa: E402
 from infiniattention.training.config import (  # noqa: E402
     SECTIONS,
     ConfigError,
@@ -294,6 +295,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+@cli_entry
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
@@ -315,4 +317,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())
