@@ -42,6 +42,7 @@ from torch import Tensor, nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import status_kib  # noqa: E402
 from flops import StepShape, forward_flops  # noqa: E402
 
 from infiniattention.attention import InfiniAttention  # noqa: E402
@@ -175,17 +176,6 @@ def full_attention_bytes(B: int, T: int, d_model: int, H: int, device: str, dtyp
 # ---------------------------------------------------------------------------- streaming memory
 
 
-def _status_kib(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
 def reset_peak_rss() -> int:
     """Reset the RSS high-water mark to the current RSS (Linux: clear_refs 5) and return it in bytes.
 
@@ -195,13 +185,13 @@ def reset_peak_rss() -> int:
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
-        return _status_kib("VmRSS") * 1024
+        return status_kib("VmRSS") * 1024
     except (OSError, TypeError):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def peak_rss() -> int:
-    hwm = _status_kib("VmHWM")
+    hwm = status_kib("VmHWM")
     return hwm * 1024 if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 

@@ -29,7 +29,8 @@ def git_commit() -> str:
         return "unknown"
 
 
-def _status_kib(field: str) -> int | None:
+def status_kib(field: str) -> int | None:
+    """A field of /proc/self/status in KiB (VmRSS, VmHWM), None where there is none."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
@@ -55,7 +56,7 @@ def reset_peak(device: torch.device) -> int | None:
             f.write("5")
     except OSError:
         return None
-    rss = _status_kib("VmRSS")
+    rss = status_kib("VmRSS")
     return None if rss is None else rss * 1024
 
 
@@ -66,7 +67,7 @@ def peak_since(device: torch.device, base: int | None) -> int | None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - base
-    hwm = _status_kib("VmHWM")
+    hwm = status_kib("VmHWM")
     return None if hwm is None else hwm * 1024 - base
 
 
