@@ -268,8 +268,9 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def _build_section(name: str, values: dict[str, Any]) -> Any:
-    cls = SECTIONS[name]
+def section_kwargs(cls: type, name: str, values: dict[str, Any]) -> dict[str, Any]:
+    """The fields of dataclass `cls` from the YAML section `name`, each coerced to its type; an
+    unknown key or a wrong type is a `ConfigError` naming `name.key`."""
     hints = typing.get_type_hints(cls)
     valid = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
@@ -277,6 +278,12 @@ def _build_section(name: str, values: dict[str, Any]) -> Any:
         if key not in hints:
             raise _unknown("key", f"{name}.{key}", valid)
         kwargs[key] = _coerce(f"{name}.{key}", value, hints[key])
+    return kwargs
+
+
+def _build_section(name: str, values: dict[str, Any]) -> Any:
+    cls = SECTIONS[name]
+    kwargs = section_kwargs(cls, name, values)
     try:
         built = cls(**kwargs)
     except ConfigError:

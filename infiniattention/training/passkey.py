@@ -35,7 +35,7 @@ from data_utils.passkey import (
 
 from ..model import InfiniTransformerLM, LMOutput, ModelState
 from . import checkpoint as ckpt_io
-from .config import RunConfig
+from .config import ConfigError, RunConfig, section_kwargs
 from .trainer import Trainer
 
 VAL_SEED_OFFSET = 1_000_003  # held-out instances never share a seed with the training lanes
@@ -229,19 +229,7 @@ def _last_log_probs(model: InfiniTransformerLM, x: torch.Tensor, state: ModelSta
 def task_config_from_dict(d: dict[str, Any] | None) -> PasskeyTaskConfig:
     """A validated `PasskeyTaskConfig` from the `passkey:` section (unknown keys and wrong types are
     `ConfigError`s naming the key, as for the other sections)."""
-    import dataclasses
-    import typing
-
-    from .config import ConfigError, _coerce, _unknown
-
     d = d or {}
     if not isinstance(d, dict):
         raise ConfigError(f"config section 'passkey' must be a mapping, got {d!r}")
-    hints = typing.get_type_hints(PasskeyTaskConfig)
-    valid = [f.name for f in dataclasses.fields(PasskeyTaskConfig)]
-    kwargs = {}
-    for key, value in d.items():
-        if key not in hints:
-            raise _unknown("key", f"passkey.{key}", valid)
-        kwargs[key] = _coerce(f"passkey.{key}", value, hints[key])
-    return PasskeyTaskConfig(**kwargs)
+    return PasskeyTaskConfig(**section_kwargs(PasskeyTaskConfig, "passkey", d))
