@@ -28,6 +28,7 @@ from infiniattention.training.checkpoint import CheckpointError  # noqa: E402
 from infiniattention.training.distributed import select_device  # noqa: E402
 from infiniattention.training.evaluate import evaluate, load_for_inference, load_stream  # noqa: E402
 from infiniattention.training.metrics import quality  # noqa: E402
+from infiniattention.training.plots import pyplot  # noqa: E402
 
 PLOTS_HINT = "plots need matplotlib: pip install -e .[plots]"
 
@@ -82,12 +83,8 @@ def to_markdown(res: dict) -> str:
 
 def plot(res: dict, path: Path) -> bool:
     """The curve and the by-index profile as one PNG; False without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     name = res["metric"]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))

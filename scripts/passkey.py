@@ -43,6 +43,7 @@ from infiniattention.training.config import (  # noqa: E402
 from infiniattention.training.distributed import select_device, teardown  # noqa: E402
 from infiniattention.training.evaluate import load_for_inference, precision_autocast  # noqa: E402
 from infiniattention.training.passkey import PasskeyTrainer, retrieve, task_config_from_dict  # noqa: E402
+from infiniattention.training.plots import pyplot  # noqa: E402
 from infiniattention.training.trainer import TrainingError  # noqa: E402
 
 
@@ -232,12 +233,8 @@ def _fmt_len(n: int) -> str:
 
 def heatmap(result: dict, path: Path) -> bool:
     """Write the accuracy heat-map (length x depth); False without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     acc = np.array([[c["accuracy"] for c in r["cells"]] for r in result["rows"]])  # [lengths, depths]
     fig, ax = plt.subplots(figsize=(1.1 * len(result["depths"]) + 2, 0.5 * len(result["rows"]) + 1.5))

@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from infiniattention.training.checkpoint import CheckpointError  # noqa: E402
 from infiniattention.training.evaluate import load_for_inference  # noqa: E402
+from infiniattention.training.plots import pyplot  # noqa: E402
 
 PLOTS_HINT = "plots need matplotlib: pip install -e .[plots]"
 
@@ -30,17 +31,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", help="also plot the gate trajectories from this run's TensorBoard logs")
     p.add_argument("--out-dir", help="where to write tables and plots (default: the checkpoint's folder)")
     return p
-
-
-def _pyplot():
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    return plt
 
 
 def gate_table(gates: list[list[float]]) -> str:
@@ -56,7 +46,7 @@ def gate_table(gates: list[list[float]]) -> str:
 
 
 def plot_heatmap(gates: list[list[float]], title: str, path: Path) -> bool:
-    plt = _pyplot()
+    plt = pyplot()
     if plt is None:
         return False
     n_layer, n_head = len(gates), len(gates[0])
@@ -110,7 +100,7 @@ def trajectory_table(traj: dict[str, list[tuple[int, float]]]) -> str:
 
 
 def plot_trajectories(traj: dict[str, list[tuple[int, float]]], path: Path) -> bool:
-    plt = _pyplot()
+    plt = pyplot()
     if plt is None:
         return False
     layers = sorted({t.split("/")[1] for t in traj}, key=lambda name: int(name[5:]))
