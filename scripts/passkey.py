@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import resource
 import shlex
 import sys
@@ -30,7 +29,6 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
 from data_utils.passkey import PasskeyError, PasskeyTokens, make_instance, parse_depth, parse_length  # noqa: E402
-from infiniattention.training.checkpoint import CheckpointError  # noqa: E402
 from infiniattention.training.cli import cli_entry, exit_with  # noqa: E402
 from infiniattention.training.config import (  # noqa: E402
     SECTIONS,
@@ -41,10 +39,10 @@ from infiniattention.training.config import (  # noqa: E402
     parse_override,
 )
 from infiniattention.training.distributed import select_device, teardown  # noqa: E402
+from infiniattention.training.errors import UserError  # noqa: E402
 from infiniattention.training.evaluate import load_for_inference, precision_autocast  # noqa: E402
 from infiniattention.training.passkey import PasskeyTrainer, retrieve, task_config_from_dict  # noqa: E402
 from infiniattention.training.plots import pyplot  # noqa: E402
-from infiniattention.training.trainer import TrainingError  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -296,19 +294,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    log = logging.getLogger("infiniattention")
     try:
         if args.command == "train":
             return cmd_train(args, argv)
         return cmd_eval(args)
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        return 2
-    except (PasskeyError, FileNotFoundError, CheckpointError, TrainingError, ValueError) as err:
-        if log.handlers:
-            log.error("%s", err)
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    except PasskeyError as err:  # a bad length, depth or vocabulary: bad input, like a config error
+        raise UserError(str(err)) from err
     finally:
         teardown()
 

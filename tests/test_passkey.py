@@ -264,7 +264,7 @@ def test_eval_bad_arguments_give_one_line_errors(tmp_path, args, message):
     ckpt = tmp_path / "m.pt"
     _save_tiny_checkpoint(ckpt, _enwik8_vocab())
     r = _run("eval", "--checkpoint", str(ckpt), "--out-dir", str(tmp_path), *args)
-    assert r.returncode == 1 and message in r.stderr
+    assert r.returncode == 2 and message in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
 
 
@@ -272,7 +272,7 @@ def test_eval_vocabulary_without_digits_is_a_one_line_error(tmp_path):
     ckpt = tmp_path / "m.pt"
     _save_tiny_checkpoint(ckpt, Vocab("char", list(" abcdefghijklmnopqrstuvwxyz")))
     r = _run("eval", "--checkpoint", str(ckpt), "--lengths", "1k", "--depths", "0.5")
-    assert r.returncode == 1 and "lacks the digits 0-9" in r.stderr
+    assert r.returncode == 2 and "lacks the digits 0-9" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
 
 
@@ -400,7 +400,7 @@ def test_train_config_errors(tmp_path, capsys):
     assert _main(_train_args(tmp_path / "x", "--set", "passkey.text_fraq=0.5")) == 2
     err = capsys.readouterr().err
     assert "passkey.text_frac" in err and len(err.strip().splitlines()) == 1
-    assert _main(_train_args(tmp_path / "x", "--set", "passkey.depth_min=2")) == 1
+    assert _main(_train_args(tmp_path / "x", "--set", "passkey.depth_min=2")) == 2
     assert "passkey.depth_min must be in [0, 1]" in capsys.readouterr().err
 
 
