@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import yaml
 
 from data_utils.passkey import (
     FILLER,
@@ -404,7 +405,7 @@ def test_train_config_errors(tmp_path, capsys):
     assert "passkey.depth_min must be in [0, 1]" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["passkey_cpu", "passkey_gpu"])
+@pytest.mark.parametrize("name", ["passkey_cpu", "passkey_cpu_2k", "passkey_gpu"])
 @pytest.mark.parametrize("memory", ["infini", "xl", "none"])
 def test_shipped_passkey_configs_load_with_every_memory(name, memory):
     import importlib.util
@@ -415,3 +416,23 @@ def test_shipped_passkey_configs_load_with_every_memory(name, memory):
     cfg, task = mod.load_passkey_config(str(ROOT / "configs" / f"{name}.yaml"), [f"model.memory={memory}"])
     assert cfg.model.memory == memory and cfg.data.tgt_len + 1 >= (task.min_len or 0)
     assert task.min_len is None or task.min_len >= PasskeyTokens(BYTE_VOCAB).fixed_len
+
+
+def test_cpu_recipe_stage_two_fits_stage_one_checkpoints():
+    """passkey_cpu_2k.yaml fine-tunes passkey_cpu.yaml's best.pt (--init): the architectures must match,
+    and stage 2 trains on longer instances (up to 2K tokens) than stage 1."""
+    one, two = (yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text())
+                for name in ("passkey_cpu", "passkey_cpu_2k"))
+    assert one["model"] == two["model"]
+    assert one["data"]["tgt_len"] < two["data"]["tgt_len"] <= 2048
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["--help"], 0, "stage 1"),
+    (["--bogus"], 2, "unknown argument --bogus"),
+    (["transformer"], 2, "unknown argument transformer"),
+])
+def test_cpu_recipe_script_arguments(args, code, message):
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "passkey_cpu.sh"), *args], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == code and message in (r.stdout + r.stderr)
