@@ -187,15 +187,35 @@ class PasskeyInstance:
         return self._slice(0, self.length)
 
 
-def make_instance(tok: PasskeyTokens, length: int, depth: float, seed: int) -> PasskeyInstance:
-    """The instance of ``length`` tokens with its key at ``depth``; the key is drawn from ``seed``."""
+def make_instance(tok: PasskeyTokens, length: int, depth: float, seed: int,
+                  key: str | None = None) -> PasskeyInstance:
+    """The instance of ``length`` tokens with its key at ``depth``; the key is drawn from ``seed``
+    (uniform over the 10^5 keys) unless given."""
     depth = parse_depth(depth)
     filler_len = length - tok.fixed_len
     if filler_len < 0:
         raise PasskeyError(f"length {length} is too short: a passkey instance needs at least {tok.fixed_len} "
                            "tokens")
-    key = "".join(str(d) for d in np.random.default_rng(seed).integers(0, 10, N_DIGITS))
+    if key is None:
+        key = "".join(str(d) for d in np.random.default_rng(seed).integers(0, 10, N_DIGITS))
+    elif len(key) != N_DIGITS or not key.isdigit():
+        raise PasskeyError(f"a pass key is {N_DIGITS} digits, got {key!r}")
     return PasskeyInstance(tok, length, key, _snap(tok, depth * filler_len, filler_len), filler_len)
+
+
+def is_ambiguous(key: str) -> bool:
+    """True when a digit occurs twice among the first four, so "the digit after this one" has two
+    answers: the keys that a copy circuit keyed on the previous token alone gets wrong (71665 -> 71656)."""
+    head = key[:N_DIGITS - 1]
+    return len(set(head)) < len(head)
+
+
+def ambiguous_key(rng: np.random.Generator) -> str:
+    """A key drawn uniformly from the ambiguous keys (about half of all keys; see `is_ambiguous`)."""
+    while True:
+        key = "".join(str(d) for d in rng.integers(0, 10, N_DIGITS))
+        if is_ambiguous(key):
+            return key
 
 
 def _snap(tok: PasskeyTokens, target: float, filler_len: int) -> int:
@@ -245,13 +265,17 @@ class PasskeyTaskConfig:
     down to `depth_min` over this many steps (0: no curriculum)."""
     curriculum_start: float = 0.9
     """Lowest depth drawn at step 0 when `curriculum_steps` > 0 (the key close to the question)."""
+    repeat_frac: float = 0.0
+    """Fraction of the instances whose key is drawn from the ambiguous keys only (a digit repeated among
+    the first four, `is_ambiguous`); the rest are uniform, which already gives ~50 % ambiguous keys.
+    Oversamples the keys that need more than the previous token to be copied in order."""
     seed: int = 0
     """Seed of the instances and text offsets: lane g of step t draws from default_rng([seed, t, g])."""
     val_instances: int = 32
     """Held-out instances at the training length scored at every validation (teacher-forced)."""
 
     def __post_init__(self) -> None:
-        for name in ("text_frac", "depth_min", "depth_max", "curriculum_start"):
+        for name in ("text_frac", "repeat_frac", "depth_min", "depth_max", "curriculum_start"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise PasskeyError(f"passkey.{name} must be in [0, 1], got {getattr(self, name)!r}")
         if self.depth_min > self.depth_max:
@@ -320,7 +344,11 @@ class PasskeyBatches:
         if rng.random() >= self.task.text_frac:
             length = int(rng.integers(self.min_len, self.max_len + 1))
             lo, hi = self.task.depth_range(step)
-            inst = make_instance(self.tok, length, float(rng.uniform(lo, hi)), int(rng.integers(2**31)))
+            depth, key_seed = float(rng.uniform(lo, hi)), int(rng.integers(2**31))
+            # Draw from rng only when repeat_frac is set, so that older configs keep their exact lanes.
+            hard = self.task.repeat_frac > 0 and rng.random() < self.task.repeat_frac
+            key = ambiguous_key(rng) if hard else None
+            inst = make_instance(self.tok, length, depth, key_seed, key=key)
             ids[:length] = inst.tokens()
             role[inst.answer_start - 1:length - 1] = ANSWER
             role[inst.copy_pos - 1:inst.copy_pos - 1 + N_DIGITS] = COPY

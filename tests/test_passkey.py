@@ -16,6 +16,7 @@ from data_utils.passkey import (
     PasskeyError,
     PasskeyTokens,
     answer_mask,
+    is_ambiguous,
     make_instance,
     parse_depth,
     parse_length,
@@ -333,6 +334,55 @@ def test_curriculum_moves_the_key_away_from_the_question():
     assert task.depth_range(100) == task.depth_range(10**6) == (0.1, 1.0)
     with pytest.raises(PasskeyError, match="text_frac"):
         PasskeyTaskConfig(text_frac=1.5)
+
+
+def _lane_keys(src: PasskeyBatches, step: int) -> list[str]:
+    """The keys of the instance lanes of one step (the digits at the answer targets)."""
+    keys = []
+    for g in range(src.batch_size):
+        ids, role = src.lane(step, g)
+        if (role == 1).any():
+            keys.append(_text(src.tok, ids[np.flatnonzero(role == 1) + 1]))
+    return keys
+
+
+def test_repeat_frac_zero_keeps_the_lanes_of_earlier_versions(tok):
+    # The option draws from the lane's generator only when set, so the shipped recipes (and resumes of
+    # runs started before it existed) see exactly the lanes they saw before: digest taken before the change.
+    import hashlib
+
+    text = np.random.default_rng(0).integers(0, len(tok.vocab), 5000)
+    src = PasskeyBatches(tok, text, PasskeyTaskConfig(text_frac=0.3, min_len=300, seed=4), batch_size=8,
+                         tgt_len=400)
+    h = hashlib.sha256()
+    for g in range(8):
+        ids, role = src.lane(5, g)
+        h.update(ids.tobytes())
+        h.update(role.tobytes())
+    assert h.hexdigest() == "0657de2c811823d19904e98d4e42b68bcfbe7ad20c9231244fbb052e03fd76c6"
+
+
+def test_repeat_frac_oversamples_the_keys_a_one_token_copy_confuses(tok):
+    assert is_ambiguous("71665") and is_ambiguous("12131") and is_ambiguous("94844")
+    assert not is_ambiguous("12345") and not is_ambiguous("12344") and not is_ambiguous("90129")
+    text = np.random.default_rng(0).integers(0, len(tok.vocab), 5000)
+
+    def share(frac: float) -> float:
+        src = PasskeyBatches(tok, text, PasskeyTaskConfig(min_len=300, seed=2, repeat_frac=frac),
+                             batch_size=50, tgt_len=400)
+        keys = [k for step in range(8) for k in _lane_keys(src, step)]
+        assert len(keys) == 400 and all(len(k) == 5 and k.isdigit() for k in keys)
+        return float(np.mean([is_ambiguous(k) for k in keys]))
+
+    assert share(1.0) == 1.0
+    assert 0.42 <= share(0.0) <= 0.58  # uniform keys: 1 - 10*9*8*7 / 10^4 = 0.496
+    assert 0.66 <= share(0.5) <= 0.84  # 0.5 + 0.5 * 0.496
+    with pytest.raises(PasskeyError, match="repeat_frac"):
+        PasskeyTaskConfig(repeat_frac=-0.1)
+    inst = make_instance(tok, 400, 0.5, seed=3, key="71665")
+    assert inst.key == "71665" and _text(tok, inst.tokens()[-5:]) == "71665"
+    with pytest.raises(PasskeyError, match="5 digits"):
+        make_instance(tok, 400, 0.5, seed=3, key="7166a")
 
 
 def _train_args(run: Path, *extra: str) -> list[str]:
