@@ -197,10 +197,15 @@ def make_instance(tok: PasskeyTokens, length: int, depth: float, seed: int,
         raise PasskeyError(f"length {length} is too short: a passkey instance needs at least {tok.fixed_len} "
                            "tokens")
     if key is None:
-        key = "".join(str(d) for d in np.random.default_rng(seed).integers(0, 10, N_DIGITS))
+        key = uniform_key(np.random.default_rng(seed))
     elif len(key) != N_DIGITS or not key.isdigit():
         raise PasskeyError(f"a pass key is {N_DIGITS} digits, got {key!r}")
     return PasskeyInstance(tok, length, key, _snap(tok, depth * filler_len, filler_len), filler_len)
+
+
+def uniform_key(rng: np.random.Generator) -> str:
+    """A key drawn uniformly from the 10^5 five-digit keys."""
+    return "".join(str(d) for d in rng.integers(0, 10, N_DIGITS))
 
 
 def is_ambiguous(key: str) -> bool:
@@ -213,7 +218,7 @@ def is_ambiguous(key: str) -> bool:
 def ambiguous_key(rng: np.random.Generator) -> str:
     """A key drawn uniformly from the ambiguous keys (about half of all keys; see `is_ambiguous`)."""
     while True:
-        key = "".join(str(d) for d in rng.integers(0, 10, N_DIGITS))
+        key = uniform_key(rng)
         if is_ambiguous(key):
             return key
 
