@@ -243,6 +243,19 @@ def test_eval_cli_writes_tables(tmp_path):
             assert c["accuracy"] == pytest.approx(np.mean([all(h) for h in hits]))
     md = (tmp_path / "ev" / "passkey.md").read_text()
     assert "| 1K |" in md and "tokens/s" in md
+    assert res["exact_rss"] is True and "the working set (large blocks mmapped" in md
+
+
+def test_eval_no_exact_rss_is_recorded(tmp_path):
+    # --no-exact-rss changes how peak RSS is measured (and speeds CPU runs up): the output must say which.
+    ckpt = tmp_path / "m.pt"
+    _save_tiny_checkpoint(ckpt, _enwik8_vocab())
+    r = _run("eval", "--checkpoint", str(ckpt), "--lengths", "512", "--depths", "1", "--instances", "1",
+             "--out-dir", str(tmp_path / "ev"), "--device", "cpu", "--no-exact-rss")
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path / "ev" / "passkey.json").read_text())
+    assert res["exact_rss"] is False and res["rows"][0]["peak_rss_mib"] > 0
+    assert "including pages the allocator keeps" in (tmp_path / "ev" / "passkey.md").read_text()
 
 
 def test_heatmap_is_optional(tmp_path, monkeypatch):
