@@ -9,8 +9,8 @@
 # MODE: infini (default), xl (mem_len 64 = one segment), none. Per mode it writes OUT/MODE/stage1,
 # OUT/MODE/stage2 and OUT/MODE/eval (513 tokens to 8K, --instances keys per length and depth); for
 # infini also OUT/infini/eval_long (32K, 128K and 1M tokens, 2 keys per depth; --no-long skips it).
-# From the throughput measured on the idle 2-core VM (README.md, "Passkey retrieval"), the two stages
-# train in about 41 minutes.
+# Timed on the idle 2-core VM (README.md, "Passkey retrieval"): infini trains in 38 minutes, and the
+# script with both evaluations takes 45.
 # A finished stage is not trained again (auto-resume); an interrupted one resumes where it stopped.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from data_utils.passkey import (
+    ANSWER,
     FILLER,
     KEY_SENTENCE,
     PREAMBLE,
@@ -323,7 +324,7 @@ def test_batch_lanes_hold_an_instance_or_text_with_the_answer_marked(tok):
     n_inst = 0
     for g in range(16):
         ids, role = src.lane(3, g)
-        mask = role == 1
+        mask = role == ANSWER
         if mask.any():
             n_inst += 1
             s = _text(tok, ids)
@@ -354,8 +355,8 @@ def _lane_keys(src: PasskeyBatches, step: int) -> list[str]:
     keys = []
     for g in range(src.batch_size):
         ids, role = src.lane(step, g)
-        if (role == 1).any():
-            keys.append(_text(src.tok, ids[np.flatnonzero(role == 1) + 1]))
+        if (role == ANSWER).any():
+            keys.append(_text(src.tok, ids[np.flatnonzero(role == ANSWER) + 1]))
     return keys
 
 
