@@ -274,13 +274,19 @@ class PasskeyTaskConfig:
     """Fraction of the instances whose key is drawn from the ambiguous keys only (a digit repeated among
     the first four, `is_ambiguous`); the rest are uniform, which already gives ~50 % ambiguous keys.
     Oversamples the keys that need more than the previous token to be copied in order."""
+    end_frac: float = 0.0
+    """Fraction of the instances whose key sentence is put at the highest depth drawn (`depth_max`; 1:
+    right before the question); the rest keep uniform depths, which put it there in ~0.7 % of instances
+    of 260-2,049 tokens. Depth 1 is the weakest depth of every CPU run (README): the key is one segment
+    back, and the question's own segment holds part of the key's second copy, a local fragment that
+    competes with the memory's read of the key."""
     seed: int = 0
     """Seed of the instances and text offsets: lane g of step t draws from default_rng([seed, t, g])."""
     val_instances: int = 32
     """Held-out instances at the training length scored at every validation (teacher-forced)."""
 
     def __post_init__(self) -> None:
-        for name in ("text_frac", "repeat_frac", "depth_min", "depth_max", "curriculum_start"):
+        for name in ("text_frac", "repeat_frac", "end_frac", "depth_min", "depth_max", "curriculum_start"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise PasskeyError(f"passkey.{name} must be in [0, 1], got {getattr(self, name)!r}")
         if self.depth_min > self.depth_max:
@@ -350,9 +356,12 @@ class PasskeyBatches:
             length = int(rng.integers(self.min_len, self.max_len + 1))
             lo, hi = self.task.depth_range(step)
             depth, key_seed = float(rng.uniform(lo, hi)), int(rng.integers(2**31))
-            # Draw from rng only when repeat_frac is set, so that older configs keep their exact lanes.
+            # Draw from rng only when repeat_frac / end_frac are set, so that older configs keep their
+            # exact lanes.
             hard = self.task.repeat_frac > 0 and rng.random() < self.task.repeat_frac
             key = ambiguous_key(rng) if hard else None
+            if self.task.end_frac > 0 and rng.random() < self.task.end_frac:
+                depth = hi
             inst = make_instance(self.tok, length, depth, key_seed, key=key)
             ids[:length] = inst.tokens()
             role[inst.answer_start - 1:length - 1] = ANSWER

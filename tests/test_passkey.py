@@ -430,6 +430,32 @@ def _records(run: Path, kind: str) -> list[dict]:
     return [r for r in map(json.loads, lines) if r.get("kind") == kind]
 
 
+def test_end_frac_puts_that_share_of_the_keys_right_before_the_question(tok):
+    text = np.random.default_rng(0).integers(0, len(tok.vocab), 5000)
+    question = tok.question
+
+    def share(frac: float) -> float:
+        src = PasskeyBatches(tok, text, PasskeyTaskConfig(min_len=800, seed=3, end_frac=frac),
+                             batch_size=50, tgt_len=1000)
+        at_end = []
+        for step in range(6):
+            for g in range(50):
+                ids, role = src.lane(step, g)
+                answer = np.flatnonzero(role == ANSWER) + 1  # token positions of the answer digits
+                q0 = answer[0] - len(question)
+                assert np.array_equal(ids[q0:answer[0]], question)
+                # depth 1: the key sentence ends where the question starts
+                tail = tok.key_parts[2]
+                at_end.append(np.array_equal(ids[q0 - len(tail):q0], tail))
+        return float(np.mean(at_end))
+
+    assert share(1.0) == 1.0
+    assert share(0.0) <= 0.05  # uniform depths: the last of ~40 sentence boundaries, 1 % here
+    assert 0.42 <= share(0.5) <= 0.62
+    with pytest.raises(PasskeyError, match="end_frac"):
+        PasskeyTaskConfig(end_frac=1.2)
+
+
 def test_train_resumes_exactly_and_logs_passkey_validation(tmp_path):
     """6 steps straight == 4 steps, then a resume to 6 (dropout on, curriculum and text lanes)."""
     assert _main(_train_args(tmp_path / "a", "--set", "train.max_steps=6")) == 0
