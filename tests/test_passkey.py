@@ -432,7 +432,7 @@ def _records(run: Path, kind: str) -> list[dict]:
 
 def test_end_frac_puts_that_share_of_the_keys_right_before_the_question(tok):
     text = np.random.default_rng(0).integers(0, len(tok.vocab), 5000)
-    question = tok.question
+    question, tail = tok.question, tok.key_parts[2]  # tail: the key sentence's last piece
 
     def share(frac: float) -> float:
         src = PasskeyBatches(tok, text, PasskeyTaskConfig(min_len=800, seed=3, end_frac=frac),
@@ -445,7 +445,6 @@ def test_end_frac_puts_that_share_of_the_keys_right_before_the_question(tok):
                 q0 = answer[0] - len(question)
                 assert np.array_equal(ids[q0:answer[0]], question)
                 # depth 1: the key sentence ends where the question starts
-                tail = tok.key_parts[2]
                 at_end.append(np.array_equal(ids[q0 - len(tail):q0], tail))
         return float(np.mean(at_end))
 
