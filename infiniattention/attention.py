@@ -24,7 +24,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .memory import MemoryState, augment, full_precision, memory_dtype, prefix_memories, read_parts
+from .memory import (
+    GatedRead,
+    MemoryState,
+    augment,
+    full_precision,
+    memory_dtype,
+    prefix_memories,
+    read_products,
+)
 from .positional import RotaryEmbedding, XLRelativePosition
 
 MEMORY_MODES = ("infini", "none", "xl")
@@ -191,11 +199,11 @@ class InfiniAttention(nn.Module):
             state = self.init_state(B, x.device)
         self._check_state(state, B)
         H, d = self.n_head, self.d_head
-        q = self._heads(self.q_proj(x))  # [B, H, T, d]
         if self.memory == "xl":
+            q = self._heads(self.q_proj(x))  # [B, H, T, d]
             a, next_state = self._forward_xl(x, q, state, xl_bias)
         else:
-            a, next_state = self._forward_segments(x, q, state, xl_bias)
+            a, next_state = self._forward_segments(*self._qkv(x), state, xl_bias)
         out = self.o_proj(a.transpose(1, 2).reshape(B, T, H * d))  # eq. 11: [A_1; ...; A_H] W_O
         return out, next_state
 
@@ -204,25 +212,30 @@ class InfiniAttention(nn.Module):
         B, T, _ = y.shape
         return y.reshape(B, T, self.n_head, self.d_head).transpose(1, 2)
 
-    def _forward_segments(self, x: Tensor, q: Tensor, state: AttentionState,
+    def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Eq. 5: ``Q, K, V [B, H, T, d]`` from one matmul, each contiguous in this head-major
+        layout, so that the attention kernel and the memory's batched matmuls take them (and what
+        is computed from them) as views instead of copying them at every use."""
+        B, T, _ = x.shape
+        w = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])  # [3 H d, d_model]
+        y = F.linear(x, w).view(B, T, 3, self.n_head, self.d_head)
+        return _HeadMajor.apply(y)
+
+    def _forward_segments(self, q: Tensor, k: Tensor, v: Tensor, state: AttentionState,
                           xl_bias: tuple[Tensor, Tensor] | None) -> tuple[Tensor, AttentionState]:
         """Local attention per segment (eq. 6), gated with the memory read (eqs. 7-10)."""
-        N, T = self.segment_len, x.size(1)
-        k = self._heads(self.k_proj(x))  # [B, H, T, d]
-        v = self._heads(self.v_proj(x))  # [B, H, T, d]
+        N, T = self.segment_len, q.size(2)
         r = state.seen % N  # tokens of the unfinished segment already seen
-        k_all = torch.cat([state.k.to(k.dtype), k], dim=2)  # [B, H, r + T, d]
-        v_all = torch.cat([state.v.to(v.dtype), v], dim=2)
+        if r:
+            k_all = torch.cat([state.k.to(k.dtype), k], dim=2)  # [B, H, r + T, d]
+            v_all = torch.cat([state.v.to(v.dtype), v], dim=2)
+        else:  # nothing carried over (the state's k, v are empty): no copy
+            k_all, v_all = k, v
         a = self._local(q, k_all, v_all, r, xl_bias)
         memory = state.memory
         if self.memory == "infini":
-            num, inv, memory = self._memory(q, k_all, v_all, r, memory)  # eq. 7: A_mem = num * inv
-            g = torch.sigmoid(self.gate).view(1, -1, 1, 1)
-            # eq. 10, g A_mem + (1 - g) A_dot, with g folded into the [B, H, T, 1] normaliser first:
-            # two full-size passes instead of four. In the memory dtype: num = s(Q) M alone grows
-            # with the stream and overflows half precision (only num * inv is bounded).
-            a_dot = ((1.0 - g) * a).to(num.dtype)
-            a = torch.addcmul(a_dot, num, g.to(inv.dtype) * inv).to(a.dtype)
+            out, memory = self._memory(q, k_all, v_all, r, memory)  # eq. 7: s(Q) [M | z]
+            a = GatedRead.apply(a, out, self.gate, self.eps)  # eq. 10: g A_mem + (1 - g) A_dot
         done = (r + T) // N * N  # tokens of complete segments; the rest waits for its segment to end
         next_state = AttentionState(
             state.seen + T, k=k_all[:, :, done:].clone(), v=v_all[:, :, done:].clone(), memory=memory
@@ -242,12 +255,11 @@ class InfiniAttention(nn.Module):
             return out[:, :, 0]
         S = -(-L // N)
         pad = S * N - L
-        q5 = F.pad(q, (0, 0, r, pad)).reshape(B, H, S, N, d)  # query rows of cached keys are padding
-        k5 = F.pad(k_all, (0, 0, 0, pad)).reshape(B, H, S, N, d)
-        v5 = F.pad(v_all, (0, 0, 0, pad)).reshape(B, H, S, N, d)
+        q5 = _to_segments(q, r, pad, N)  # query rows of cached keys are padding
+        k5, v5 = _to_segments(k_all, 0, pad, N), _to_segments(v_all, 0, pad, N)
         pos = torch.arange(N, device=q.device)
         out = self._attend(q5, k5, v5, pos, pos, aligned=True, xl_bias=xl_bias)
-        return out.reshape(B, H, S * N, d)[:, :, r : r + T]
+        return _from_segments(out, r, T)
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, pos_q: Tensor, pos_k: Tensor,
                 valid_k: Tensor | None = None, aligned: bool = False,
@@ -297,14 +309,14 @@ class InfiniAttention(nn.Module):
         return out.reshape(B, H, S, Nq, d)
 
     def _memory(self, q: Tensor, k_all: Tensor, v_all: Tensor, r: int,
-                memory: MemoryState) -> tuple[Tensor, Tensor, MemoryState]:
+                memory: MemoryState) -> tuple[Tensor, MemoryState]:
         """Memory read of every segment (eq. 7) and the writes of the completed ones (eq. 8 or 9).
 
-        Returns the read as ``num [B, H, T, d]`` and ``inv [B, H, T, 1]`` (``A_mem = num * inv``,
-        see ``read_parts``) and the memory after the writes. No positional encoding here: raw Q and K
-        (paper §4.1). Computed in float32 (float64 for float64 inputs) with autocast off, so the
-        growing ``z`` never overflows half precision. Segment ``s`` reads the memory written by
-        segments ``< s`` only (read before write).
+        Returns the read as ``s(Q) [M | z]`` (``[B, H, T, d + 1]``: the numerator and the
+        denominator of eq. 7, see ``read_products``) and the memory after the writes. No positional
+        encoding here: raw Q and K (paper §4.1). Computed in float32 (float64 for float64 inputs)
+        with autocast off, so the growing ``z`` never overflows half precision. Segment ``s`` reads
+        the memory written by segments ``< s`` only (read before write).
         """
         B, H, T, d = q.shape
         N, L = self.segment_len, k_all.size(2)
@@ -314,18 +326,17 @@ class InfiniAttention(nn.Module):
             q = q.to(dt)
             M, z = memory.M.to(dt), memory.z.to(dt)
             if n_full == 0:  # inside one unfinished segment (e.g. generation): a read, no write
-                return *read_parts(q, augment(M, z), self.eps), MemoryState(M, z)
+                return read_products(q, augment(M, z)), MemoryState(M, z)
             k_done = k_all[:, :, : n_full * N].to(dt).reshape(B, H, n_full, N, d)
             v_done = v_all[:, :, : n_full * N].to(dt).reshape(B, H, n_full, N, d)
             Mz, M, z = prefix_memories(M, z, k_done, v_done, self.update, self.eps)  # Mz [B,H,n_full,d,d+1]
             if S > n_full:  # the unfinished last segment reads the memory after all writes
                 Mz = torch.cat([Mz, augment(M, z).unsqueeze(2)], dim=2)
             if S == 1:  # one segment: its queries as they are, no padding
-                num, inv = read_parts(q, Mz[:, :, 0], self.eps)
+                out = read_products(q, Mz[:, :, 0])
             else:
-                num, inv = read_parts(_to_segments(q, r, S * N - L, N), Mz, self.eps)
-                num, inv = _from_segments(num, r, T), _from_segments(inv, r, T)
-        return num, inv, MemoryState(M, z)
+                out = _from_segments(read_products(_to_segments(q, r, S * N - L, N), Mz), r, T)
+        return out, MemoryState(M, z)
 
     def _forward_xl(self, x: Tensor, q: Tensor, state: AttentionState,
                     xl_bias: tuple[Tensor, Tensor] | None) -> tuple[Tensor, AttentionState]:
@@ -370,6 +381,30 @@ class InfiniAttention(nn.Module):
         seen = state.seen + T
         keep = min(seen, m + seen % N)
         return a, AttentionState(seen, h=xs[:, xs.size(1) - keep :].detach().clone())
+
+
+class _HeadMajor(torch.autograd.Function):
+    """``y [B, T, 3, H, d]`` (the fused projection) -> ``q, k, v [B, H, T, d]``, each contiguous.
+
+    One copy per tensor forward and backward. (``permute().contiguous().unbind()`` would give the
+    same forward, but its backward stacks the three gradients and then copies them again.)
+    """
+
+    @staticmethod
+    def forward(ctx, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return y.permute(2, 0, 3, 1, 4).contiguous().unbind(0)
+
+    @staticmethod
+    def backward(ctx, *grads: Tensor | None) -> Tensor:
+        ref = next(g for g in grads if g is not None)
+        B, H, T, d = ref.shape
+        out = ref.new_empty(B, T, 3, H, d)
+        for i, g in enumerate(grads):
+            if g is None:
+                out[:, :, i].zero_()
+            else:
+                out[:, :, i].copy_(g.transpose(1, 2))
+        return out
 
 
 def _check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:

@@ -97,21 +97,55 @@ def linear_write(M: Tensor, z: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Te
     return M + dM, z + dz
 
 
-def read_parts(q: Tensor, Mz: Tensor, eps: float = 1e-6) -> tuple[Tensor, Tensor]:
-    """Memory read, eq. 7, in two parts: ``A_mem = num * inv`` with ``num = s(Q) M [..., T, d_value]``
-    and ``inv = 1 / (s(Q) z) [..., T, 1]``, against ``Mz = [M | z] [..., d_key, d_value + 1]``, so
-    that the numerator and the denominator come from one matmul. The caller may fold a scale into
-    the small ``inv`` before it touches the full-size ``num`` (the layer folds the gate of eq. 10).
-    ``q`` in the memory dtype."""
-    out = sigma(q) @ Mz  # [..., T, d_value + 1]
-    num, den = out.split([Mz.size(-1) - 1, 1], dim=-1)  # split: its backward is one cat, not 2 zero-fills
-    return num, den.clamp_min(eps).reciprocal()
+def read_products(q: Tensor, Mz: Tensor) -> Tensor:
+    """``s(Q) [M | z]``: the numerator and the denominator of eq. 7 from one matmul,
+    ``[..., T, d_value + 1]``. ``q`` in the memory dtype."""
+    return sigma(q) @ Mz
 
 
-def read_augmented(q: Tensor, Mz: Tensor, eps: float = 1e-6) -> Tensor:
-    """Memory read, eq. 7, against ``Mz = [M | z]``: ``s(Q) M / (s(Q) z)``."""
-    num, inv = read_parts(q, Mz, eps)
-    return num * inv
+class GatedRead(torch.autograd.Function):
+    """Eq. 10 with the read of eq. 7: ``(1 - g) A_dot + g s(Q) M / (s(Q) z)``, ``g = sigmoid(b)``.
+
+    ``forward(a_dot [B, H, T, dv], out [B, H, T, dv + 1], b [H], eps)``, where ``out = s(Q) [M | z]``
+    (``read_products``). The result has ``a_dot``'s dtype; the sum is formed in
+    ``out``'s (the memory dtype: ``s(Q) M`` alone grows with the stream and overflows half
+    precision). The gate is folded into the ``[B, H, T, 1]`` normaliser before it touches the
+    full-size numerator, so the forward is two full-size passes. The backward is written out because
+    autograd's would make five more: a copy of the numerator times ``addcmul``'s scalar 1, the
+    ``cat`` that undoes the split of ``[num | den]``, and the products behind the gate's gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, a_dot: Tensor, out: Tensor, b: Tensor, eps: float) -> Tensor:
+        d = out.size(-1) - 1
+        g = torch.sigmoid(b.to(out.dtype)).view(1, -1, 1, 1)
+        inv = out[..., d:].clamp_min(eps).reciprocal()  # [B, H, T, 1]
+        res = a_dot * (1.0 - g)  # promoted to the memory dtype
+        res.addcmul_(out[..., :d], g * inv)
+        ctx.save_for_backward(a_dot, out, b)
+        ctx.eps = eps
+        return res.to(a_dot.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:
+        a_dot, out, b = ctx.saved_tensors
+        d = out.size(-1) - 1
+        g = torch.sigmoid(b.to(out.dtype)).view(1, -1, 1, 1)
+        den = out[..., d:]
+        inv = den.clamp_min(ctx.eps).reciprocal()
+        grad = grad.to(out.dtype)
+        grad_a = (grad * (1.0 - g)).to(a_dot.dtype) if ctx.needs_input_grad[0] else None
+        grad_out = grad_b = None
+        s = torch.einsum("...td,...td->...t", grad, out[..., :d]).unsqueeze(-1)  # [B, H, T, 1]
+        if ctx.needs_input_grad[1]:
+            grad_out = out.new_empty(out.shape)
+            torch.mul(grad, g * inv, out=grad_out[..., :d])
+            # d inv / d den = -inv^2 where den > eps (clamp_min passes no gradient below it)
+            torch.mul(s, (-g * inv * inv).masked_fill_(den < ctx.eps, 0.0), out=grad_out[..., d:])
+        if ctx.needs_input_grad[2]:
+            grad_g = (s * inv).sum((0, 2, 3)) - torch.linalg.vecdot(grad, a_dot.to(grad.dtype)).sum((0, 2))
+            grad_b = (grad_g * g.view(-1) * (1.0 - g.view(-1))).to(b.dtype)
+        return grad_a, grad_out, grad_b, None
 
 
 def augment(M: Tensor, z: Tensor) -> Tensor:
