@@ -26,6 +26,26 @@ def test_rope_matches_reference_rotate_half():
                 torch.testing.assert_close(got[b, h, i], want, rtol=0, atol=1e-12)
 
 
+def test_rope_gradient_is_the_inverse_rotation():
+    """The written-out backward (rotation by -angle) against autograd through the reference, token by
+    token, also for a non-contiguous input (a transposed view, as the layer's heads are)."""
+    d = 8
+    rope = RotaryEmbedding(d)
+    positions = torch.tensor([0, 3, 7, 4095])
+    x = rand(2, 4, 3, d, seed=3).transpose(1, 2).requires_grad_()  # [2, 3, 4, d], not contiguous
+    grad = rand(2, 3, 4, d, seed=4)
+    (got,) = torch.autograd.grad(rope(x, positions), x, grad)
+    want = torch.zeros_like(got)
+    for i, p in enumerate(positions.tolist()):
+        xi = x.detach()[:, :, i].reshape(-1, d)
+        for row in range(xi.size(0)):
+            leaf = xi[row].clone().requires_grad_()
+            (g,) = torch.autograd.grad(rope_rotate(leaf, p), leaf, grad[:, :, i].reshape(-1, d)[row])
+            want[:, :, i].view(-1, d)[row] = g
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda t: rope(t, positions), (x,))
+
+
 def test_rope_at_offset_zero_is_identity_and_preserves_norm():
     rope = RotaryEmbedding(6)
     x = rand(4, 5, 6, seed=2)
