@@ -31,6 +31,9 @@ class RotaryEmbedding(nn.Module):
         dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         angles = positions.to(dtype)[:, None] * self.inv_freq.to(dtype)[None, :]  # [L, d/2]
         cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+        if torch.compiler.is_compiling():  # the compiler fuses the plain formula; writes into views
+            x1, x2 = x.chunk(2, dim=-1)   # of a fresh tensor (``_rotate``) do not trace
+            return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
         return _Rotation.apply(x, cos, sin)
 
 
