@@ -397,8 +397,14 @@ class _HeadMajor(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads: Tensor | None) -> Tensor:
         ref = next(g for g in grads if g is not None)
-        grads = [torch.zeros_like(ref) if g is None else g for g in grads]
-        return torch.stack([g.transpose(1, 2) for g in grads], dim=2)  # [B, T, 3, H, d]
+        B, H, T, d = ref.shape
+        out = ref.new_empty(B, T, 3, H, d)
+        for i, g in enumerate(grads):
+            if g is None:
+                out[:, :, i].zero_()
+            else:
+                out[:, :, i].copy_(g.transpose(1, 2))
+        return out
 
 
 def _check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:
