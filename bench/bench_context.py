@@ -6,7 +6,9 @@ carried, computing the per-token NLL as evaluation does, in each memory mode. Th
 ``infini`` and the cache of ``xl`` have a fixed size, so both numbers should be flat in ``L``.
 
 Each (mode, length) runs in a fresh process, in interleaved order (every mode at one length, then
-the next length). After one untimed call, the peak-memory counter is reset (CUDA: the allocator's
+the next length). After ``--warmup-calls`` untimed calls (default 4: with fewer, the 8K pass
+times its first calls, which are slower while thread pools and the allocator settle, and its rate
+moved by up to 1.5x between runs), the peak-memory counter is reset (CUDA: the allocator's
 peak; CPU: the RSS high-water mark through ``/proc/self/clear_refs``, with
 ``MALLOC_MMAP_THRESHOLD_=65536`` so that freed tensors leave the RSS at once); the reported peak is
 above the memory in use then (model, state, warm caches). tokens/s: lanes x call length / the
@@ -46,8 +48,10 @@ TARGET_MEMORY_RATIO = 1.1
 TARGET_SPEED_DROP = 0.10
 
 
-def stream(cfg: RunConfig, mode: str, total: int, device: torch.device, seed: int, clock) -> dict:
-    """One streaming pass of ``total`` tokens per lane; returns timings and the peak memory."""
+def stream(cfg: RunConfig, mode: str, total: int, device: torch.device, seed: int, clock,
+           warmup_calls: int = 1) -> dict:
+    """One streaming pass of ``total`` tokens per lane after ``warmup_calls`` untimed calls; returns
+    timings and the peak memory."""
     torch.manual_seed(seed)
     mcfg = replace(cfg.model, memory=mode, pos="xl" if mode == "xl" else cfg.model.pos)
     model = InfiniTransformerLM(mcfg).to(device).eval()
@@ -56,8 +60,9 @@ def stream(cfg: RunConfig, mode: str, total: int, device: torch.device, seed: in
     nll_sum, call_s = 0.0, []
     with torch.no_grad(), precision_autocast(device, cfg.train.precision):
         state = model.init_state(B, device)
-        tokens = torch.randint(0, mcfg.vocab_size, (B, n + 1), generator=gen, device=device)
-        state = model(tokens[:, :-1], targets=tokens[:, 1:], state=state).state  # untimed warm-up call
+        for _ in range(warmup_calls):  # untimed: thread pools, allocator and caches settle
+            tokens = torch.randint(0, mcfg.vocab_size, (B, n + 1), generator=gen, device=device)
+            state = model(tokens[:, :-1], targets=tokens[:, 1:], state=state).state
         base = reset_peak(device)
         t_start = clock()
         done = 0
@@ -102,6 +107,8 @@ def parse_args() -> argparse.Namespace:
                     help="cpu: time.thread_time of the one thread (needs --threads 1), which leaves out the "
                          "time spent waiting for a core on a shared machine")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--warmup-calls", type=int, default=4,
+                    help="untimed calls before the timed stream (its state carries on from them)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "bench_context.json"))
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     return ap.parse_args()
@@ -119,10 +126,12 @@ def main() -> None:
     device = torch.device(dev)
     if args.clock == "cpu" and (dev == "cuda" or torch.get_num_threads() != 1):
         raise SystemExit("error: --clock cpu measures one CPU thread: use it with --threads 1 on the CPU")
+    if args.warmup_calls < 0:
+        raise SystemExit(f"error: --warmup-calls must be >= 0, got {args.warmup_calls}")
     if args.worker:
         mode, total = args.worker.split(",")
         clock = time.thread_time if args.clock == "cpu" else time.perf_counter
-        print(json.dumps(stream(cfg, mode, int(total), device, args.seed, clock)))
+        print(json.dumps(stream(cfg, mode, int(total), device, args.seed, clock, args.warmup_calls)))
         return
     modes = [m for m in args.modes.split(",") if m]
     bad = [m for m in modes if m not in MODES]
@@ -163,12 +172,13 @@ def main() -> None:
     print()
     print_table(table)
     print(f"targets: peak at {lengths[-1]:,} within {TARGET_MEMORY_RATIO}x of {lengths[0]:,}; tokens/s "
-          f"within {TARGET_SPEED_DROP:.0%}. Peak: above the memory in use after one warm-up call.")
+          f"within {TARGET_SPEED_DROP:.0%}. Peak: above the memory in use after "
+          f"{args.warmup_calls} warm-up call(s).")
     result = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"), "commit": git_commit(),
         "machine": {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads()},
-        "clock": args.clock,
+        "clock": args.clock, "warmup_calls": args.warmup_calls,
         "config": cfg.to_dict(), "rows": rows, "summary": summary,
     }
     print(f"wrote {write_json(args.out, result)}")
