@@ -111,8 +111,8 @@ class GatedRead(torch.autograd.Function):
     ``out``'s (the memory dtype: ``s(Q) M`` alone grows with the stream and overflows half
     precision). The gate is folded into the ``[B, H, T, 1]`` normaliser before it touches the
     full-size numerator, so the forward is two full-size passes. The backward is written out because
-    autograd's would make five more: a copy of the numerator times ``addcmul``'s scalar 1, the
-    ``cat`` that undoes the split of ``[num | den]``, and the products behind the gate's gradient.
+    autograd's makes more: a product of the numerator by ``addcmul``'s scalar 1, separate products
+    and reductions for the normaliser and the gate, a ``cat`` for the split of ``[num | den]``.
     """
 
     @staticmethod
@@ -138,10 +138,9 @@ class GatedRead(torch.autograd.Function):
         grad_out = grad_b = None
         s = torch.einsum("...td,...td->...t", grad, out[..., :d]).unsqueeze(-1)  # [B, H, T, 1]
         if ctx.needs_input_grad[1]:
-            grad_out = out.new_empty(out.shape)
-            torch.mul(grad, g * inv, out=grad_out[..., :d])
             # d inv / d den = -inv^2 where den > eps (clamp_min passes no gradient below it)
-            torch.mul(s, (-g * inv * inv).masked_fill_(den < ctx.eps, 0.0), out=grad_out[..., d:])
+            grad_den = s * (-g * inv * inv).masked_fill_(den < ctx.eps, 0.0)
+            grad_out = torch.cat([grad * (g * inv), grad_den], dim=-1)
         if ctx.needs_input_grad[2]:
             grad_g = (s * inv).sum((0, 2, 3)) - torch.linalg.vecdot(grad, a_dot.to(grad.dtype)).sum((0, 2))
             grad_b = (grad_g * g.view(-1) * (1.0 - g.view(-1))).to(b.dtype)

@@ -31,26 +31,19 @@ class RotaryEmbedding(nn.Module):
         dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         angles = positions.to(dtype)[:, None] * self.inv_freq.to(dtype)[None, :]  # [L, d/2]
         cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
-        if torch.compiler.is_compiling():  # the compiler fuses the plain formula; writes into views
-            x1, x2 = x.chunk(2, dim=-1)   # of a fresh tensor (``_rotate``) do not trace
-            return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
         return _Rotation.apply(x, cos, sin)
 
 
 def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """``[x1 cos - x2 sin, x2 cos + x1 sin]``, written into one output: two passes over ``x``
-    instead of four and a ``cat``."""
-    h = x.size(-1) // 2
-    x1, x2 = x[..., :h], x[..., h:]
-    out = torch.empty_like(x)
-    torch.mul(x1, cos, out=out[..., :h]).addcmul_(x2, sin, value=-1.0)
-    torch.mul(x2, cos, out=out[..., h:]).addcmul_(x1, sin)
-    return out
+    """``[x1 cos - x2 sin, x2 cos + x1 sin]``: per half a product and an in-place ``addcmul_``."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([(x1 * cos).addcmul_(x2, sin, value=-1.0), (x2 * cos).addcmul_(x1, sin)], dim=-1)
 
 
 class _Rotation(torch.autograd.Function):
     """RoPE as a rotation by ``angle``; its backward is the rotation by ``-angle`` (the transpose of
-    an orthogonal map), two passes instead of autograd's eight products, four sums and a split."""
+    an orthogonal map): the forward's few passes instead of autograd's eight products, four sums
+    and a split."""
 
     @staticmethod
     def forward(ctx, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
