@@ -512,6 +512,7 @@ def test_xl_biases_are_shared_by_all_layers():
 
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("clang++") is None,
                     reason="torch.compile on a CPU needs a C++ compiler")
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
 def test_compiled_model_matches_eager():
     """``train.compile``: the hand-written backward passes (fused projection, RoPE, gated read)
     trace under ``torch.compile``, and a training step of the compiled model (three segments and a
