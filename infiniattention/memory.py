@@ -111,8 +111,8 @@ class GatedRead(torch.autograd.Function):
     ``out``'s (the memory dtype: ``s(Q) M`` alone grows with the stream and overflows half
     precision). The gate is folded into the ``[B, H, T, 1]`` normaliser before it touches the
     full-size numerator, so the forward is two full-size passes. The backward is written out because
-    autograd's makes more: a product of the numerator by ``addcmul``'s scalar 1, separate products
-    and reductions for the normaliser and the gate, a ``cat`` for the split of ``[num | den]``.
+    autograd's makes more full-size passes: a product of the numerator by ``addcmul``'s scalar 1 and
+    separate products and reductions for the normaliser and the gate.
     """
 
     @staticmethod
@@ -128,6 +128,11 @@ class GatedRead(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:
+        with full_precision(grad):  # also when backward() is called under autocast: einsum is a bmm
+            return GatedRead._backward(ctx, grad)
+
+    @staticmethod
+    def _backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:
         a_dot, out, b = ctx.saved_tensors
         d = out.size(-1) - 1
         g = torch.sigmoid(b.to(out.dtype)).view(1, -1, 1, 1)
