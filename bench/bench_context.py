@@ -49,7 +49,7 @@ TARGET_SPEED_DROP = 0.10
 
 
 def stream(cfg: RunConfig, mode: str, total: int, device: torch.device, seed: int, clock,
-           warmup_calls: int = 1) -> dict:
+           warmup_calls: int) -> dict:
     """One streaming pass of ``total`` tokens per lane after ``warmup_calls`` untimed calls; returns
     timings and the peak memory."""
     torch.manual_seed(seed)
