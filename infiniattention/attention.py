@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from .memory import (
     GatedRead,
+    MemoryOptions,
     MemoryState,
     augment,
     full_precision,
@@ -47,6 +48,8 @@ class AttentionState:
     ``seen``: tokens of the stream consumed so far (fixes the segment boundaries).
     ``k``, ``v``: raw keys/values of the unfinished segment ``[B, H, seen % N, d_head]`` (infini, none).
     ``memory``: the compressive memory (infini). ``h``: cached layer inputs ``[B, C, d_model]`` (xl).
+    ``beta``: the write gate of the unfinished segment's tokens ``[B, H, seen % N]`` (infini with
+    ``write_gate``), written with their keys and values when the segment completes.
     """
 
     seen: int
@@ -54,10 +57,11 @@ class AttentionState:
     v: Tensor | None = None
     memory: MemoryState | None = None
     h: Tensor | None = None
+    beta: Tensor | None = None
 
     def tensors(self) -> dict[str, Tensor]:
         """The state's tensors by name, all batch-first."""
-        out = {"k": self.k, "v": self.v, "h": self.h}
+        out = {"k": self.k, "v": self.v, "h": self.h, "beta": self.beta}
         if self.memory is not None:
             out.update(M=self.memory.M, z=self.memory.z)
         return {name: t for name, t in out.items() if t is not None}
@@ -65,7 +69,7 @@ class AttentionState:
     @classmethod
     def from_tensors(cls, seen: int, tensors: dict[str, Tensor]) -> AttentionState:
         memory = MemoryState(tensors["M"], tensors["z"]) if "M" in tensors else None
-        return cls(seen, tensors.get("k"), tensors.get("v"), memory, tensors.get("h"))
+        return cls(seen, tensors.get("k"), tensors.get("v"), memory, tensors.get("h"), tensors.get("beta"))
 
     def map(self, fn) -> AttentionState:
         """Apply ``fn`` to every tensor (detach, move, select lanes)."""
@@ -115,6 +119,10 @@ class InfiniAttention(nn.Module):
         same_length: bool = False,
         pos_dropout: float = 0.0,
         own_xl_bias: bool = True,
+        normalizer: str = "sum",
+        feature: str = "elu",
+        key_norm: str = "none",
+        write_gate: bool = False,
     ) -> None:
         super().__init__()
         for name, value in (("d_model", d_model), ("n_head", n_head), ("d_head", d_head),
@@ -134,6 +142,16 @@ class InfiniAttention(nn.Module):
                 raise ValueError("same_length=True needs mem_len > 0 (each query sees the last mem_len keys)")
         elif same_length:
             raise ValueError(f"same_length applies to memory='xl' only, got memory={memory!r}")
+        options = {"normalizer": normalizer, "feature": feature, "key_norm": key_norm,
+                   "write_gate": write_gate}
+        defaults = MemoryOptions()
+        if memory != "infini":
+            for name, value in options.items():
+                if value != getattr(defaults, name):
+                    raise ValueError(f"{name}={value!r} is an option of the compressive memory: it needs "
+                                     f"memory='infini', got memory={memory!r}")
+        # Validates the option values (and refuses normalizer 'corrected' with update 'linear').
+        self.mem_opts = MemoryOptions(update=update, eps=eps, **options)
         self.d_model, self.n_head, self.d_head = d_model, n_head, d_head
         self.segment_len, self.update, self.pos, self.memory = segment_len, update, pos, memory
         self.mem_len = mem_len if memory == "xl" else 0
@@ -145,9 +163,13 @@ class InfiniAttention(nn.Module):
         self.k_proj = nn.Linear(d_model, inner, bias=False)
         self.v_proj = nn.Linear(d_model, inner, bias=False)
         self.o_proj = nn.Linear(inner, d_model, bias=False)
+        self.d_key = self.mem_opts.key_dim(d_head)  # rows of M: d_head, or 6 d_head with dpfp features
         if memory == "infini":
             # b of eq. 10: one learned scalar per head.
             self.gate = nn.Parameter(torch.full((n_head,), float(gate_init)))
+            if write_gate:
+                # beta_t = sigmoid(w . x_t + b): one write strength per head and token.
+                self.write_gate = nn.Linear(d_model, n_head)
         if pos == "rope":
             self.rope = RotaryEmbedding(d_head)
         elif pos == "xl":
@@ -160,9 +182,10 @@ class InfiniAttention(nn.Module):
         H, d = self.n_head, self.d_head
         if self.memory == "xl":
             return AttentionState(0, h=torch.zeros(batch_size, 0, self.d_model, device=device))
-        memory = MemoryState.zeros(batch_size, H, d, d, device) if self.memory == "infini" else None
+        memory = MemoryState.zeros(batch_size, H, self.d_key, d, device) if self.memory == "infini" else None
         empty = torch.zeros(batch_size, H, 0, d, device=device)
-        return AttentionState(0, k=empty, v=empty.clone(), memory=memory)
+        beta = torch.zeros(batch_size, H, 0, device=device) if self.mem_opts.write_gate else None
+        return AttentionState(0, k=empty, v=empty.clone(), memory=memory, beta=beta)
 
     def _check_state(self, state: AttentionState, batch_size: int) -> None:
         H, d, N = self.n_head, self.d_head, self.segment_len
@@ -176,9 +199,12 @@ class InfiniAttention(nn.Module):
             ok = (k is not None and state.v is not None and k.shape[0] == batch_size
                   and tuple(k.shape[1:]) == (H, state.seen % N, d) and k.shape == state.v.shape)
             if self.memory == "infini":
-                m = state.memory
-                ok = ok and m is not None and tuple(m.M.shape) == (batch_size, H, d, d) \
-                    and tuple(m.z.shape) == (batch_size, H, d)
+                m, dk = state.memory, self.d_key
+                ok = ok and m is not None and tuple(m.M.shape) == (batch_size, H, dk, d) \
+                    and tuple(m.z.shape) == (batch_size, H, dk)
+            if self.mem_opts.write_gate:
+                beta = state.beta
+                ok = ok and beta is not None and tuple(beta.shape) == (batch_size, H, state.seen % N)
         if not ok:
             shapes = {name: tuple(t.shape) for name, t in state.tensors().items()}
             raise ValueError(f"expected {expect}; got a state with seen={state.seen} and tensors {shapes}")
@@ -203,7 +229,7 @@ class InfiniAttention(nn.Module):
             q = self._heads(self.q_proj(x))  # [B, H, T, d]
             a, next_state = self._forward_xl(x, q, state, xl_bias)
         else:
-            a, next_state = self._forward_segments(*self._qkv(x), state, xl_bias)
+            a, next_state = self._forward_segments(*self._qkv(x), state, xl_bias, self._write_strength(x))
         out = self.o_proj(a.transpose(1, 2).reshape(B, T, H * d))  # eq. 11: [A_1; ...; A_H] W_O
         return out, next_state
 
@@ -221,24 +247,37 @@ class InfiniAttention(nn.Module):
         y = F.linear(x, w).view(B, T, 3, self.n_head, self.d_head)
         return _HeadMajor.apply(y)
 
+    def _write_strength(self, x: Tensor) -> Tensor | None:
+        """The write gate ``beta = sigmoid(w . x + b)``, ``[B, H, T]`` in the memory dtype (None
+        without the gate)."""
+        if not self.mem_opts.write_gate:
+            return None
+        # A module call (not F.linear), so forward hooks see the logits: WriteGateTap, tests.
+        logits = self.write_gate(x)  # [B, T, H]
+        return torch.sigmoid(logits.to(memory_dtype(x.dtype))).transpose(1, 2)
+
     def _forward_segments(self, q: Tensor, k: Tensor, v: Tensor, state: AttentionState,
-                          xl_bias: tuple[Tensor, Tensor] | None) -> tuple[Tensor, AttentionState]:
+                          xl_bias: tuple[Tensor, Tensor] | None,
+                          beta: Tensor | None = None) -> tuple[Tensor, AttentionState]:
         """Local attention per segment (eq. 6), gated with the memory read (eqs. 7-10)."""
         N, T = self.segment_len, q.size(2)
         r = state.seen % N  # tokens of the unfinished segment already seen
         if r:
             k_all = torch.cat([state.k.to(k.dtype), k], dim=2)  # [B, H, r + T, d]
             v_all = torch.cat([state.v.to(v.dtype), v], dim=2)
+            if beta is not None:
+                beta = torch.cat([state.beta.to(beta.dtype), beta], dim=2)  # [B, H, r + T]
         else:  # nothing carried over (the state's k, v are empty): no copy
             k_all, v_all = k, v
         a = self._local(q, k_all, v_all, r, xl_bias)
         memory = state.memory
         if self.memory == "infini":
-            out, memory = self._memory(q, k_all, v_all, r, memory)  # eq. 7: s(Q) [M | z]
+            out, memory = self._memory(q, k_all, v_all, r, memory, beta)  # eq. 7: phi(Q) [M | z]
             a = GatedRead.apply(a, out, self.gate, self.eps)  # eq. 10: g A_mem + (1 - g) A_dot
         done = (r + T) // N * N  # tokens of complete segments; the rest waits for its segment to end
         next_state = AttentionState(
-            state.seen + T, k=k_all[:, :, done:].clone(), v=v_all[:, :, done:].clone(), memory=memory
+            state.seen + T, k=k_all[:, :, done:].clone(), v=v_all[:, :, done:].clone(), memory=memory,
+            beta=None if beta is None else beta[:, :, done:].clone(),
         )
         return a, next_state
 
@@ -308,8 +347,8 @@ class InfiniAttention(nn.Module):
                                                  dropout_p=dropout, scale=scale)
         return out.reshape(B, H, S, Nq, d)
 
-    def _memory(self, q: Tensor, k_all: Tensor, v_all: Tensor, r: int,
-                memory: MemoryState) -> tuple[Tensor, MemoryState]:
+    def _memory(self, q: Tensor, k_all: Tensor, v_all: Tensor, r: int, memory: MemoryState,
+                beta: Tensor | None = None) -> tuple[Tensor, MemoryState]:
         """Memory read of every segment (eq. 7) and the writes of the completed ones (eq. 8 or 9).
 
         Returns the read as ``s(Q) [M | z]`` (``[B, H, T, d + 1]``: the numerator and the
@@ -319,24 +358,39 @@ class InfiniAttention(nn.Module):
         the memory written by segments ``< s`` only (read before write).
         """
         B, H, T, d = q.shape
-        N, L = self.segment_len, k_all.size(2)
+        N, L, opts = self.segment_len, k_all.size(2), self.mem_opts
         S, n_full = -(-L // N), L // N
         dt = memory_dtype(q.dtype)
         with full_precision(q):
             q = q.to(dt)
             M, z = memory.M.to(dt), memory.z.to(dt)
             if n_full == 0:  # inside one unfinished segment (e.g. generation): a read, no write
-                return read_products(q, augment(M, z)), MemoryState(M, z)
+                return read_products(q, augment(M, z), opts), MemoryState(M, z)
             k_done = k_all[:, :, : n_full * N].to(dt).reshape(B, H, n_full, N, d)
             v_done = v_all[:, :, : n_full * N].to(dt).reshape(B, H, n_full, N, d)
-            Mz, M, z = prefix_memories(M, z, k_done, v_done, self.update, self.eps)  # Mz [B,H,n_full,d,d+1]
+            b_done = None if beta is None else beta[:, :, : n_full * N].reshape(B, H, n_full, N)
+            Mz, M, z = prefix_memories(M, z, k_done, v_done, opts, b_done)  # Mz [B, H, n_full, dk, d + 1]
             if S > n_full:  # the unfinished last segment reads the memory after all writes
                 Mz = torch.cat([Mz, augment(M, z).unsqueeze(2)], dim=2)
             if S == 1:  # one segment: its queries as they are, no padding
-                out = read_products(q, Mz[:, :, 0])
+                out = read_products(q, Mz[:, :, 0], opts)
             else:
-                out = _from_segments(read_products(_to_segments(q, r, S * N - L, N), Mz), r, T)
+                out = _from_segments(read_products(_to_segments(q, r, S * N - L, N), Mz, opts), r, T)
         return out, MemoryState(M, z)
+
+    def read_memory(self, x: Tensor, memory: MemoryState) -> tuple[Tensor, Tensor]:
+        """The memory branch alone for layer inputs ``x [B, T, d_model]`` against ``memory``: ``A_mem``
+        of eq. 7 ``[B, H, T, d_head]`` and its denominator ``phi(Q) z`` ``[B, H, T]`` (after the
+        ``corrected`` floor, before ``eps``). For analysis (``scripts/memory_probe.py``): a token at
+        position ``p`` of the stream reads the memory as it was at the start of its segment."""
+        if self.memory != "infini":
+            raise ValueError(f"read_memory needs memory='infini', got memory={self.memory!r}")
+        q = self._qkv(x)[0]
+        dt = memory_dtype(q.dtype)
+        with full_precision(q):
+            out = read_products(q.to(dt), augment(memory.M.to(dt), memory.z.to(dt)), self.mem_opts)
+            den = out[..., -1]
+            return out[..., :-1] / den.clamp_min(self.eps).unsqueeze(-1), den
 
     def _forward_xl(self, x: Tensor, q: Tensor, state: AttentionState,
                     xl_bias: tuple[Tensor, Tensor] | None) -> tuple[Tensor, AttentionState]:

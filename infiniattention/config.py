@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .memory import FEATURES, KEY_NORMS, NORMALIZERS, MemoryOptions
+
 MEMORY_MODES = ("infini", "xl", "none")
 UPDATE_RULES = ("delta", "linear")
+MEMORY_OPTIONS = ("normalizer", "feature", "key_norm", "write_gate")  # infini mode only
 POSITIONAL = ("rope", "xl", "none")
 ACTIVATIONS = ("relu", "gelu")
 
@@ -36,6 +39,17 @@ class ModelConfig:
     none: local attention only."""
     update: str = "delta"
     """Memory write rule: delta (eq. 9) or linear (eq. 8). Infini mode only."""
+    normalizer: str = "sum"
+    """Memory normaliser z: sum (eq. 8, the paper) or corrected (ARMT: z grows by gamma phi(K),
+    gamma = clip(1 - z phi(K) / |phi(K)|^2, 0, 1), detached; needs update delta). Infini mode only."""
+    feature: str = "elu"
+    """Feature map of the memory's queries and keys: elu (the paper's ELU + 1) or dpfp (Schlag et al.
+    2021, nu = 3: 6 x d_head features, so M has 6 x d_head rows). Infini mode only."""
+    key_norm: str = "none"
+    """none, or l2: the memory's query and key features are L2-normalised. Infini mode only."""
+    write_gate: bool = False
+    """A learned write strength beta = sigmoid(w . x + b) per head and token scales each token's write
+    into M and z, so the model can learn what not to write. Infini mode only."""
     pos: str = "rope"
     """Positions of the local branch: rope, xl (Transformer-XL relative) or none. Forced to xl when
     memory is xl."""
@@ -89,6 +103,21 @@ class ModelConfig:
                 raise ValueError(f"model.{name} must be a positive integer, got {value!r}")
         _choice("memory", self.memory, MEMORY_MODES)
         _choice("update", self.update, UPDATE_RULES)
+        _choice("normalizer", self.normalizer, NORMALIZERS)
+        _choice("feature", self.feature, FEATURES)
+        _choice("key_norm", self.key_norm, KEY_NORMS)
+        if not isinstance(self.write_gate, bool):
+            raise ValueError(f"model.write_gate must be true or false, got {self.write_gate!r}")
+        if self.memory != "infini":
+            paper = MemoryOptions()
+            for name in MEMORY_OPTIONS:
+                if getattr(self, name) != getattr(paper, name):
+                    raise ValueError(f"model.{name} is an option of the compressive memory (memory infini); "
+                                     f"it cannot be set with memory {self.memory}: remove it or set it to "
+                                     f"{getattr(paper, name)!r}")
+        if self.normalizer == "corrected" and self.update != "delta":
+            raise ValueError("model.normalizer corrected needs model.update delta: with the linear rule M "
+                             "grows without bound while the corrected z stops growing")
         _choice("pos", self.pos, POSITIONAL)
         _choice("activation", self.activation, ACTIVATIONS)
         if self.memory == "xl" and self.pos != "xl":

@@ -1,4 +1,5 @@
-"""Compressive memory of Infini-attention: read (eq. 7), linear write (eq. 8), delta write (eq. 9).
+"""Compressive memory of Infini-attention: read (eq. 7), linear write (eq. 8), delta write (eq. 9),
+and the options of later associative-memory work (``MemoryOptions``).
 
 Equation numbers follow v2 of the paper (v1 in brackets). Per head the memory is a matrix
 ``M: d_key x d_value`` and a normaliser ``z: d_key``; both start at zero and are kept in float32 (or
@@ -9,7 +10,7 @@ memory is exactly 0 and never NaN.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,90 @@ def sigma(x: Tensor) -> Tensor:
 def memory_dtype(dtype: torch.dtype) -> torch.dtype:
     """Dtype of the memory path: float32 for half/bfloat16/float32 inputs, float64 for float64."""
     return torch.promote_types(dtype, torch.float32)
+
+
+UPDATE_RULES = ("delta", "linear")
+NORMALIZERS = ("sum", "corrected")
+FEATURES = ("elu", "dpfp")
+KEY_NORMS = ("none", "l2")
+DPFP_NU = 3  # Schlag et al. (2021) and ARMT use nu = 3: 2 * 3 * d_head features
+
+
+@dataclass(frozen=True)
+class MemoryOptions:
+    """How the memory reads and writes. The defaults are the paper's memory, bit for bit.
+
+    ``feature``: the map ``phi`` applied to queries and keys: ``elu`` is the paper's
+    ``s(x) = ELU(x) + 1``; ``dpfp`` is the deterministic parameter-free projection of Schlag, Irie &
+    Schmidhuber (2021) with ``nu = 3``, ``2 * nu * d_head`` non-negative, mostly sparse features.
+    ``key_norm``: ``l2`` divides every feature vector by its L2 norm (queries and keys alike).
+    ``normalizer``: ``sum`` is eq. 8's ``z = sum_t phi(K_t)``; ``corrected`` is ARMT's (Rodkin et al.
+    2024): ``z`` grows by ``gamma_t phi(K_t)`` with ``gamma_t = clip(1 - z phi(K_t) / |phi(K_t)|^2, 0,
+    1)`` (not back-propagated), so it stops growing along directions it has already counted.
+    ``write_gate``: a per-head, per-token ``beta_t = sigmoid(w . x_t + b)`` (computed by the layer)
+    scales token ``t``'s write into ``M`` and into ``z``, so a model can learn what not to write.
+    """
+
+    update: str = "delta"
+    normalizer: str = "sum"
+    feature: str = "elu"
+    key_norm: str = "none"
+    write_gate: bool = False
+    eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        for name, valid in (("update", UPDATE_RULES), ("normalizer", NORMALIZERS), ("feature", FEATURES),
+                            ("key_norm", KEY_NORMS)):
+            if getattr(self, name) not in valid:
+                raise ValueError(f"{name} must be one of {', '.join(valid)}; got {getattr(self, name)!r}")
+        if not isinstance(self.write_gate, bool):
+            raise ValueError(f"write_gate must be true or false, got {self.write_gate!r}")
+        if self.normalizer == "corrected" and self.update == "linear":
+            raise ValueError("normalizer 'corrected' needs update 'delta': with the linear rule M grows "
+                             "without bound while the corrected z stops growing")
+
+    def key_dim(self, d_head: int) -> int:
+        """Width of ``phi(Q)``, ``phi(K)``: the rows of ``M`` and the length of ``z``."""
+        return 2 * DPFP_NU * d_head if self.feature == "dpfp" else d_head
+
+
+PAPER = MemoryOptions()
+
+
+def dpfp(x: Tensor, nu: int = DPFP_NU) -> Tensor:
+    """DPFP (Schlag, Irie & Schmidhuber 2021): ``r = [ReLU(x), ReLU(-x)]`` (``2 d``), then for ``j = 1..nu``
+    the products ``r_i r_{i-j}`` (indices mod ``2 d``), concatenated: ``[..., 2 nu d]``, >= 0."""
+    r = torch.cat([F.relu(x), F.relu(-x)], dim=-1)
+    return torch.cat([r * r.roll(j, dims=-1) for j in range(1, nu + 1)], dim=-1)
+
+
+def feature_map(x: Tensor, opts: MemoryOptions = PAPER) -> Tensor:
+    """``phi(x)``, the features of queries and keys that the memory reads and writes with (eq. 7's
+    ``s``): ``s(x) = ELU(x) + 1`` (the paper) or DPFP, optionally L2-normalised."""
+    f = sigma(x) if opts.feature == "elu" else dpfp(x)
+    if opts.key_norm == "l2":
+        f = f / torch.linalg.vector_norm(f, dim=-1, keepdim=True).clamp_min(opts.eps)
+    return f
+
+
+@torch.no_grad()
+def corrected_gamma(z0: Tensor, phi: Tensor, beta: Tensor | None, eps: float) -> Tensor:
+    """ARMT's ``gamma_t = clip(1 - z_{s-1} phi_t / |phi_t|^2, 0, 1)`` for every token of ``S`` complete
+    segments, each from the normaliser before its segment (the segment-level write of eq. 9), so
+    only this loop over segments is sequential. Detached, as in ARMT.
+
+    ``z0 [B, H, dk]``, ``phi [B, H, S, N, dk]``, ``beta [B, H, S, N]`` or None -> ``[B, H, S, N]``.
+    """
+    z = z0.detach()
+    phi = phi.detach()
+    sq = phi.square().sum(-1).clamp_min(eps)  # |phi_t|^2, [B, H, S, N]
+    gammas = []
+    for s in range(phi.size(2)):
+        g = (1.0 - (phi[:, :, s] @ z.unsqueeze(-1)).squeeze(-1) / sq[:, :, s]).clamp_(0.0, 1.0)
+        gammas.append(g)
+        w = g if beta is None else g * beta[:, :, s].detach()
+        z = z + (phi[:, :, s] * w.unsqueeze(-1)).sum(-2)
+    return torch.stack(gammas, dim=2)
 
 
 @dataclass
@@ -58,49 +143,67 @@ def full_precision(x: Tensor) -> torch.autocast:
     return torch.autocast(device_type=x.device.type, enabled=False)
 
 
-def memory_read(q: Tensor, M: Tensor, z: Tensor, eps: float = 1e-6) -> Tensor:
-    """Memory read, eq. 7 (v1 eq. 3): ``A_mem = s(Q) M / (s(Q) z)``.
+def normaliser(phi: Tensor, z: Tensor, opts: MemoryOptions = PAPER, mass: Tensor | None = None) -> Tensor:
+    """The denominator of eq. 7 (and of eq. 9's retrieval) before its ``eps`` floor:
+    ``phi z`` -> ``[..., T, 1]``.
 
-    ``q [..., T, d_key]``, ``M [..., d_key, d_value]``, ``z [..., d_key]`` -> ``[..., T, d_value]``.
+    With the ``corrected`` normaliser it is ``max(phi z, |phi|^2)``: the threshold at which gamma
+    counts a direction as stored (``z phi >= |phi|^2``), so a direction that ``z`` has not counted
+    yet is read as if counted once. Without this floor, ``M`` can hold a direction that ``z`` does
+    not (a token written with ``gamma = 0`` adds to ``M`` along all its features but to no feature
+    of ``z``), and a query along it divides a finite ``phi M`` by ``eps``.
+
+    ``mass [..., d_key]`` (the write's own segment, ``sum_t beta_t phi(K_t)``; ``corrected`` only)
+    raises the retrieval's denominator to at least ``phi . mass``. Eq. 9 writes a whole segment at
+    once; the paper's ``z`` holds every earlier token, so its ``phi z`` outgrows one segment's keys,
+    but the corrected ``z`` stops growing, and a segment of correlated keys would add up to ``N``
+    full delta steps along one direction (``M`` grows without bound: measured in the tests). With
+    the segment's mass in the denominator the segment's correction ``P_s`` has spectral radius
+    <= 1 (Schur test on non-negative features), so each write is non-expansive.
+    """
+    den = phi @ z.unsqueeze(-1)
+    if opts.normalizer == "corrected":
+        den = torch.maximum(den, phi.square().sum(-1, keepdim=True))
+        if mass is not None:
+            den = torch.maximum(den, phi @ mass.unsqueeze(-1))
+    return den
+
+
+def memory_read(q: Tensor, M: Tensor, z: Tensor, eps: float = 1e-6, opts: MemoryOptions = PAPER) -> Tensor:
+    """Memory read, eq. 7 (v1 eq. 3): ``A_mem = phi(Q) M / (phi(Q) z)``, ``phi = s`` for the paper.
+
+    ``q [..., T, d_head]``, ``M [..., d_key, d_value]``, ``z [..., d_key]`` -> ``[..., T, d_value]``.
     The result has the memory's dtype, also under autocast.
     """
     with full_precision(q):
-        sq = sigma(q.to(M.dtype))  # [..., T, d_key]
-        num = sq @ M  # [..., T, d_value]
-        den = (sq @ z.unsqueeze(-1)).clamp_min(eps)  # [..., T, 1]
-        return num / den
+        fq = feature_map(q.to(M.dtype), opts)  # [..., T, d_key]
+        return (fq @ M) / normaliser(fq, z, opts).clamp_min(eps)
 
 
-def linear_update(k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-    """Increments of the linear write, eq. 8 (v1 eq. 4): ``dM = s(K)^T V``, ``dz = sum_t s(K_t)``.
+def write(M: Tensor, z: Tensor, k: Tensor, v: Tensor, opts: MemoryOptions = PAPER,
+          beta: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """The write of one complete segment: eq. 8 (linear) or eq. 9 (delta), with the options.
 
-    ``k [..., T, d_key]``, ``v [..., T, d_value]`` (already in the memory dtype).
+    ``M [..., d_key, d_value]``, ``z [..., d_key]``; raw keys ``k [..., T, d_head]``, values
+    ``v [..., T, d_value]`` and the write gate ``beta [..., T]`` (or None), all in the memory dtype.
+    Every token retrieves from the memory before the segment (eq. 9's denominator uses ``z`` before
+    the write). New tensors, differentiable, never in place.
     """
-    sk = sigma(k)
-    return sk.transpose(-1, -2) @ v, sk.sum(dim=-2)
+    gate = None if beta is None else beta.unsqueeze(-2)
+    _, M, z = prefix_memories(M, z, k.unsqueeze(-3), v.unsqueeze(-3), opts, gate)
+    return M, z
 
 
-def delta_write(M: Tensor, z: Tensor, k: Tensor, v: Tensor, eps: float = 1e-6) -> tuple[Tensor, Tensor]:
-    """Delta write, eq. 9 (v1 eq. 5): ``M + s(K)^T (V - s(K) M / (s(K) z))``; ``z`` as in eq. 8.
-
-    Only what the memory does not already retrieve for a key is added. The denominator uses the
-    normaliser *before* this write.
-    """
-    sk = sigma(k)  # [..., T, d_key]
-    retrieved = (sk @ M) / (sk @ z.unsqueeze(-1)).clamp_min(eps)  # [..., T, d_value]
-    return M + sk.transpose(-1, -2) @ (v - retrieved), z + sk.sum(dim=-2)
-
-
-def linear_write(M: Tensor, z: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-    """Linear write, eq. 8 (v1 eq. 4): ``M + s(K)^T V``, ``z + sum_t s(K_t)``."""
-    dM, dz = linear_update(k, v)
-    return M + dM, z + dz
-
-
-def read_products(q: Tensor, Mz: Tensor) -> Tensor:
-    """``s(Q) [M | z]``: the numerator and the denominator of eq. 7 from one matmul,
-    ``[..., T, d_value + 1]``. ``q`` in the memory dtype."""
-    return sigma(q) @ Mz
+def read_products(q: Tensor, Mz: Tensor, opts: MemoryOptions = PAPER) -> Tensor:
+    """``phi(Q) [M | z]``: the numerator and the denominator of eq. 7 from one matmul,
+    ``[..., T, d_value + 1]``. ``q`` in the memory dtype. With the ``corrected`` normaliser the last
+    column is ``normaliser``'s floored denominator."""
+    fq = feature_map(q, opts)
+    out = fq @ Mz
+    if opts.normalizer == "corrected":
+        den = torch.maximum(out[..., -1:], fq.square().sum(-1, keepdim=True))
+        out = torch.cat([out[..., :-1], den], dim=-1)
+    return out
 
 
 class GatedRead(torch.autograd.Function):
@@ -158,41 +261,50 @@ def augment(M: Tensor, z: Tensor) -> Tensor:
 
 
 def prefix_memories(
-    M0: Tensor, z0: Tensor, k: Tensor, v: Tensor, rule: str, eps: float = 1e-6
-) -> tuple[Tensor, Tensor]:
+    M0: Tensor, z0: Tensor, k: Tensor, v: Tensor, opts: MemoryOptions = PAPER, beta: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
     """Memories before and after each of ``S`` complete segments, as ``[M | z]`` and the last ``M``.
 
-    ``M0 [B, H, dk, dv]``, ``z0 [B, H, dk]``; ``k [B, H, S, N, dk]``, ``v [B, H, S, N, dv]`` in the
-    memory dtype. Returns ``Mz [B, H, S, dk, dv + 1]``, entry ``s`` the memory ``[M_{s-1} | z_{s-1}]``
-    that segment ``s`` reads (eq. 7), and the memory after all writes, ``M_S [B, H, dk, dv]`` and
+    ``M0 [B, H, dk, dv]``, ``z0 [B, H, dk]``; raw keys ``k [B, H, S, N, d_head]``, values
+    ``v [B, H, S, N, dv]`` and the write gate ``beta [B, H, S, N]`` (None: no gate) in the memory
+    dtype. Returns ``Mz [B, H, S, dk, dv + 1]``, entry ``s`` the memory ``[M_{s-1} | z_{s-1}]`` that
+    segment ``s`` reads (eq. 7), and the memory after all writes, ``M_S [B, H, dk, dv]`` and
     ``z_S [B, H, dk]``.
 
     The work that touches the ``N`` tokens of a segment is done for all segments at once, in batched
-    matmuls: ``s(K)`` once; ``z`` is a cumulative sum (eq. 8), so it is known before any ``M``. Linear
-    rule (eq. 8): ``M`` is a cumulative sum of ``s(K)^T V``. Delta rule (eq. 9): with
-    ``den_s = s(K_s) z_{s-1}`` (known in advance), ``W_s = s(K_s) / den_s`` (row-wise),
-    ``U_s = s(K_s)^T V_s`` and ``P_s = s(K_s)^T W_s``,
+    matmuls: ``phi(K)`` once; ``z`` is a cumulative sum (eq. 8; ``corrected``: of ``gamma``-weighted
+    features, the gammas from a short no-grad loop over segments), so it is known before any ``M``.
+    With ``w_t = beta_t phi(K_t)`` (``phi(K_t)`` without a gate), linear rule (eq. 8): ``M`` is a
+    cumulative sum of ``w^T V``. Delta rule (eq. 9): with ``den_s = normaliser(phi(K_s), z_{s-1})``
+    (``corrected``: and the segment's own mass)
+    (known in advance), ``W_s = phi(K_s) / den_s`` (row-wise), ``U_s = w_s^T V_s`` and
+    ``P_s = w_s^T W_s``,
 
-        M_s = M_{s-1} + s(K_s)^T (V_s - W_s M_{s-1}) = U_s + (I - P_s) M_{s-1},
+        M_s = M_{s-1} + w_s^T (V_s - W_s M_{s-1}) = U_s + (I - P_s) M_{s-1},
 
     so only a ``dk x dk`` by ``dk x dv`` product per segment remains in the loop over segments, and
     its backward handles ``dk x dv`` gradients, never ``[B, H, N, d]`` ones.
     """
-    if rule not in ("delta", "linear"):
-        raise ValueError(f"update rule must be 'delta' or 'linear', got {rule!r}")
-    B, H, S, N, dk = k.shape
-    sk = sigma(k)  # [B, H, S, N, dk]
-    skT = sk.transpose(-1, -2)  # [B, H, S, dk, N]
-    U = skT @ v  # [B, H, S, dk, dv]: s(K)^T V of every segment
-    if rule == "linear":
+    B, H, S, N, _ = k.shape
+    phi = feature_map(k, opts)  # [B, H, S, N, dk]
+    dk = phi.size(-1)
+    w = phi if beta is None else phi * beta.unsqueeze(-1)  # each token's write strength
+    wT = w.transpose(-1, -2)  # [B, H, S, dk, N]
+    U = wT @ v  # [B, H, S, dk, dv]: w^T V of every segment
+    mass = w.sum(dim=-2)  # [B, H, S, dk]: each segment's write into z before any correction
+    if opts.normalizer == "corrected":
+        dz = (w * corrected_gamma(z0, phi, beta, opts.eps).unsqueeze(-1)).sum(dim=-2)
+    else:
+        dz = mass
+    if opts.update == "linear":
         Mz0 = augment(M0, z0).unsqueeze(2)  # [B, H, 1, dk, dv + 1]
-        Mz = torch.cat([Mz0, Mz0 + augment(U, sk.sum(dim=-2)).cumsum(dim=2)], dim=2)  # [B, H, S + 1, ...]
+        Mz = torch.cat([Mz0, Mz0 + augment(U, dz).cumsum(dim=2)], dim=2)  # [B, H, S + 1, ...]
         last = Mz[:, :, S]
         return Mz[:, :, :S], last[..., :-1].clone(), last[..., -1].clone()
-    z = torch.cat([z0.unsqueeze(2), z0.unsqueeze(2) + sk.sum(dim=-2).cumsum(dim=2)], dim=2)  # [B,H,S+1,dk]
-    den = (sk @ z[:, :, :S].unsqueeze(-1)).clamp_min(eps)  # [B, H, S, N, 1]: s(K_s) z_{s-1}
+    z = torch.cat([z0.unsqueeze(2), z0.unsqueeze(2) + dz.cumsum(dim=2)], dim=2)  # [B, H, S + 1, dk]
+    den = normaliser(phi, z[:, :, :S], opts, mass).clamp_min(opts.eps)  # [B, H, S, N, 1]
     eye = torch.eye(dk, dtype=k.dtype, device=k.device)
-    G = eye - skT @ (sk * den.reciprocal())  # [B, H, S, dk, dk]: I - P_s
+    G = eye - wT @ (phi * den.reciprocal())  # [B, H, S, dk, dk]: I - P_s
     dv = v.size(-1)
     Ms = [M0.reshape(B * H, dk, dv)]
     # unbind, not G[:, :, s]: the backward of S slices would zero-fill S full-size gradients.
@@ -207,7 +319,9 @@ class CompressiveMemory:
     """A stateful view of the memory for use outside the layer (tests, analysis, demos).
 
     ``read`` implements eq. 7 against the current state; ``write`` replaces the state by the result of
-    eq. 8 or 9 (new tensors, differentiable, never in place).
+    eq. 8 or 9 (new tensors, differentiable, never in place). ``options`` selects the feature map,
+    key normalisation, normaliser and write gate (default: the paper's memory); ``d_key`` is the width
+    of the raw queries and keys, and ``M`` has ``options.key_dim(d_key)`` rows.
     """
 
     def __init__(
@@ -219,23 +333,21 @@ class CompressiveMemory:
         batch_size: int = 1,
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
+        options: MemoryOptions | None = None,
     ) -> None:
-        self.eps = eps
-        self.state = MemoryState.zeros(batch_size, n_head, d_key, d_value, device, memory_dtype(dtype))
+        self.options = replace(options or PAPER, eps=eps)
+        self.state = MemoryState.zeros(batch_size, n_head, self.options.key_dim(d_key), d_value, device,
+                                       memory_dtype(dtype))
 
     def read(self, q: Tensor) -> Tensor:
         """``q [B, H, T, d_key]`` -> ``[B, H, T, d_value]`` (eq. 7)."""
-        return memory_read(q, self.state.M, self.state.z, self.eps)
+        return memory_read(q, self.state.M, self.state.z, self.options.eps, self.options)
 
-    def write(self, k: Tensor, v: Tensor, rule: str = "linear") -> None:
-        """Write ``k [B, H, T, d_key]``, ``v [B, H, T, d_value]`` with eq. 8 (linear) or 9 (delta)."""
-        M, z = self.state.M, self.state.z
-        k, v = k.to(M.dtype), v.to(M.dtype)
+    def write(self, k: Tensor, v: Tensor, rule: str = "linear", beta: Tensor | None = None) -> None:
+        """Write ``k [B, H, T, d_key]``, ``v [B, H, T, d_value]`` as one segment with eq. 8 (``rule``
+        linear) or 9 (delta), each token scaled by ``beta [B, H, T]`` when given (the write gate)."""
+        opts = replace(self.options, update=rule)
+        M = self.state.M
         with full_precision(k):
-            if rule == "linear":
-                M, z = linear_write(M, z, k, v)
-            elif rule == "delta":
-                M, z = delta_write(M, z, k, v, self.eps)
-            else:
-                raise ValueError(f"update rule must be 'delta' or 'linear', got {rule!r}")
-        self.state = MemoryState(M, z)
+            beta = None if beta is None else beta.to(M.dtype)
+            self.state = MemoryState(*write(M, self.state.z, k.to(M.dtype), v.to(M.dtype), opts, beta))

@@ -90,6 +90,44 @@ class ModelState:
         return cls([AttentionState.from_tensors(seen, per_layer[i]) for i in sorted(per_layer)])
 
 
+class WriteGateTap:
+    """The mean write gate ``beta`` of every layer over the tokens the model reads while the tap is
+    open (forward hooks on each layer's write gate; nothing is recorded for a model without one).
+
+        with WriteGateTap(model) as tap:
+            model(tokens, state=state)
+        tap.means()  # {layer: mean beta}
+    """
+
+    def __init__(self, model: InfiniTransformerLM) -> None:
+        self.model = model
+        self.sums: dict[int, float] = {}
+        self.counts: dict[int, int] = {}
+        self._hooks: list = []
+
+    def __enter__(self) -> WriteGateTap:
+        for i, block in enumerate(self.model.blocks):
+            gate = getattr(block.attn, "write_gate", None)
+            if gate is not None:
+                self._hooks.append(gate.register_forward_hook(self._record(i)))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
+
+    def _record(self, layer: int) -> Callable:
+        def hook(module: nn.Module, args: tuple, logits: Tensor) -> None:
+            beta = torch.sigmoid(logits.detach().float())
+            self.sums[layer] = self.sums.get(layer, 0.0) + float(beta.sum())
+            self.counts[layer] = self.counts.get(layer, 0) + beta.numel()
+        return hook
+
+    def means(self) -> dict[int, float]:
+        return {i: self.sums[i] / self.counts[i] for i in sorted(self.sums) if self.counts[i]}
+
+
 @dataclass
 class LMOutput:
     """``loss``: mean NLL (nats); ``nll [B, T]``; ``logits [B, T, V]`` (log-probabilities) when
@@ -125,6 +163,7 @@ class Block(nn.Module):
             dropatt=cfg.dropatt, gate_init=cfg.gate_init, eps=cfg.eps, memory=cfg.memory,
             mem_len=cfg.mem_len if cfg.memory == "xl" else 0, clamp_len=cfg.clamp_len,
             same_length=cfg.same_length, pos_dropout=cfg.dropout, own_xl_bias=cfg.untie_r,
+            normalizer=cfg.normalizer, feature=cfg.feature, key_norm=cfg.key_norm, write_gate=cfg.write_gate,
         )
         self.ff = PositionwiseFF(cfg.d_model, cfg.d_inner, cfg.dropout, cfg.activation)
         self.norm1 = nn.LayerNorm(cfg.d_model)

@@ -13,6 +13,17 @@ Equation numbers are v2 of the paper (v1 in brackets):
   eq 10 [6]  A = sigmoid(b) A_mem + (1 - sigmoid(b)) A_dot
   eq 11      O = [A_1; ...; A_H] W_O
 
+Memory options (infiniattention.memory.MemoryOptions), each written out per token here:
+  feature dpfp   phi(x)_(j, i) = r_i r_((i - j) mod 2d), r = [relu(x); relu(-x)], j = 1..3
+                 (Schlag, Irie & Schmidhuber 2021), instead of s(x)
+  key_norm l2    phi(x) / max(|phi(x)|_2, eps)
+  write_gate     token t of head h writes beta_t phi(k_t) (x) val_t into M and beta_t phi(k_t) into
+                 z (times gamma_t when corrected), beta_t = sigmoid(w_h . x_t + c_h)
+  corrected      z grows by gamma_t beta_t phi(k_t), gamma_t = clip(1 - z_{s-1}.phi(k_t) /
+                 max(|phi(k_t)|^2, eps), 0, 1) from the z before the segment, detached (ARMT);
+                 every denominator phi.z becomes max(phi.z, |phi|^2), and the delta write's
+                 max(phi.z, |phi|^2, phi.c) with c = sum over the segment of beta_t phi(k_t)
+
 memory="xl" is Transformer-XL (Dai et al. 2019): a query at p in the segment starting at a attends
 to the keys at [a - mem_len, p] (same_length: [p - mem_len + 1, p]); the keys and values before a
 are projected from the DETACHED layer input (the paper's SG(h)), so they pass gradient to the
@@ -43,11 +54,16 @@ class RefConfig:
     clamp_len: int = -1
     same_length: bool = False
     eps: float = 1e-6
+    normalizer: str = "sum"
+    feature: str = "elu"
+    key_norm: str = "none"
+    write_gate: bool = False
 
 
 @dataclass
 class RefWeights:
-    """Weights in nn.Linear layout ([out, in]); gate [H]; xl: wr [H*d, d_model], u, v [H, d]."""
+    """Weights in nn.Linear layout ([out, in]); gate [H]; xl: wr [H*d, d_model], u, v [H, d];
+    write gate: wg [H, d_model], bg [H]."""
 
     wq: Tensor
     wk: Tensor
@@ -57,6 +73,8 @@ class RefWeights:
     wr: Tensor | None = None
     u: Tensor | None = None
     v: Tensor | None = None
+    wg: Tensor | None = None
+    bg: Tensor | None = None
 
 
 @dataclass
@@ -82,6 +100,7 @@ def weights_of(layer, dtype=torch.float64, keep_graph: bool = False) -> RefWeigh
 
     xl = getattr(layer, "xl_pos", None)
     gate = getattr(layer, "gate", None)
+    wgate = getattr(layer, "write_gate", None)
     return RefWeights(
         wq=take(layer.q_proj.weight),
         wk=take(layer.k_proj.weight),
@@ -91,6 +110,8 @@ def weights_of(layer, dtype=torch.float64, keep_graph: bool = False) -> RefWeigh
         wr=take(xl.r_proj.weight) if xl is not None else None,
         u=take(xl.r_w_bias) if xl is not None else None,
         v=take(xl.r_r_bias) if xl is not None else None,
+        wg=take(wgate.weight) if wgate is not None else None,
+        bg=take(wgate.bias) if wgate is not None else None,
     )
 
 
@@ -199,37 +220,89 @@ def local_branch(x: Tensor, q: Tensor, k: Tensor, v: Tensor, cfg: RefConfig, w: 
     return torch.stack(rows)
 
 
-def memory_read_one(qv: Tensor, mem: Tensor, z: Tensor, eps: float) -> Tensor:
-    """Eq 7 for one query vector: s(q) M / max(s(q) . z, eps)."""
-    sq = sigma(qv)
-    return (sq @ mem) / torch.clamp(torch.dot(sq, z), min=eps)
+def dpfp(x: Tensor, nu: int = 3) -> Tensor:
+    """DPFP of one vector x [d], element by element: r = [relu(x_0..x_{d-1}), relu(-x_0..-x_{d-1})],
+    then for j = 1..nu the products r_i r_{(i - j) mod 2d}, i = 0..2d-1, block after block."""
+    d = x.shape[0]
+    r = [torch.clamp(x[i], min=0.0) for i in range(d)] + [torch.clamp(-x[i], min=0.0) for i in range(d)]
+    return torch.stack([r[i] * r[(i - j) % (2 * d)] for j in range(1, nu + 1) for i in range(2 * d)])
 
 
-def memory_write(ks: Tensor, vs: Tensor, mem: Tensor, z: Tensor, update: str, eps: float):
-    """Eq 8 (linear) or eq 9 (delta) for one segment's keys ks [n, dk], values vs [n, dv].
+def features(x: Tensor, cfg: RefConfig | None) -> Tensor:
+    """phi(x) of one query or key vector: s(x) (the paper) or DPFP, optionally L2-normalised."""
+    f = dpfp(x) if cfg is not None and cfg.feature == "dpfp" else sigma(x)
+    if cfg is not None and cfg.key_norm == "l2":
+        f = f / torch.clamp(torch.sqrt(torch.sum(f * f)), min=cfg.eps)
+    return f
 
-    Every token of the segment retrieves from the OLD memory (M_{s-1}, z_{s-1}); the sum of outer
-    products is then added. Returns (M_s, z_s).
+
+def denominator(f: Tensor, z: Tensor, cfg: RefConfig | None, eps: float,
+                mass: Tensor | None = None) -> Tensor:
+    """phi . z, floored at |phi|^2 (and at phi . mass when given) for the corrected normaliser, then
+    at eps."""
+    den = torch.dot(f, z)
+    if cfg is not None and cfg.normalizer == "corrected":
+        den = torch.maximum(den, torch.dot(f, f))
+        if mass is not None:
+            den = torch.maximum(den, torch.dot(f, mass))
+    return torch.clamp(den, min=eps)
+
+
+def memory_read_one(qv: Tensor, mem: Tensor, z: Tensor, eps: float, cfg: RefConfig | None = None) -> Tensor:
+    """Eq 7 for one query vector: phi(q) M / max(phi(q) . z, eps), phi = s for the paper."""
+    f = features(qv, cfg)
+    return (f @ mem) / denominator(f, z, cfg, eps)
+
+
+def memory_write(ks: Tensor, vs: Tensor, mem: Tensor, z: Tensor, update: str, eps: float,
+                 cfg: RefConfig | None = None, betas: Tensor | None = None):
+    """Eq 8 (linear) or eq 9 (delta) for one segment's keys ks [n, d], values vs [n, dv], with the
+    memory options of cfg (None: the paper's memory) and write gates betas [n] (None: 1).
+
+    Every token of the segment retrieves from the OLD memory (M_{s-1}, z_{s-1}), and the corrected
+    normaliser's gamma is computed from the OLD z; the sum of outer products is then added.
+    Returns (M_s, z_s).
     """
     new_m = mem
     new_z = z
+    gate = [betas[t] if betas is not None else 1.0 for t in range(ks.shape[0])]
+    mass = torch.zeros_like(z)  # the segment's own write into z, before any correction
     for t in range(ks.shape[0]):
-        sk = sigma(ks[t])
+        mass = mass + gate[t] * features(ks[t], cfg)
+    for t in range(ks.shape[0]):
+        f = features(ks[t], cfg)
+        beta = gate[t]
         if update == "linear":
             val = vs[t]
         elif update == "delta":
-            val = vs[t] - (sk @ mem) / torch.clamp(torch.dot(sk, z), min=eps)
+            val = vs[t] - (f @ mem) / denominator(f, z, cfg, eps, mass)
         else:
             raise ValueError(update)
-        new_m = new_m + torch.outer(sk, val)
-        new_z = new_z + sk
+        new_m = new_m + beta * torch.outer(f, val)
+        if cfg is not None and cfg.normalizer == "corrected":
+            fd = f.detach()
+            gamma = torch.clamp(1.0 - torch.dot(fd, z.detach()) / torch.clamp(torch.dot(fd, fd), min=eps),
+                                min=0.0, max=1.0)
+            new_z = new_z + gamma * beta * f
+        else:
+            new_z = new_z + beta * f
     return new_m, new_z
 
 
-def memory_branch(q: Tensor, k: Tensor, v: Tensor, cfg: RefConfig):
+def write_gates(x: Tensor, cfg: RefConfig, w: RefWeights) -> Tensor:
+    """beta [B, H, T]: sigmoid(w_h . x_t + c_h) for every lane, head and token."""
+    bsz, t_len, _ = x.shape
+    return torch.stack([torch.stack([torch.stack([torch.sigmoid(torch.dot(w.wg[h], x[b, t]) + w.bg[h])
+                                                  for t in range(t_len)]) for h in range(cfg.n_head)])
+                        for b in range(bsz)])
+
+
+def memory_branch(q: Tensor, k: Tensor, v: Tensor, cfg: RefConfig, betas: Tensor | None = None):
     """A_mem for every query (eq 7) with the memory of the segments before it; writes (eqs 8/9)
-    only after a segment is complete. Returns (A_mem [B, H, T, dv], M [B, H, dk, dv], z [B, H, dk])."""
-    bsz, n_head, t_len, dk = q.shape
+    only after a segment is complete. betas [B, H, T]: write gates (None: none).
+    Returns (A_mem [B, H, T, dv], M [B, H, dk, dv], z [B, H, dk])."""
+    bsz, n_head, t_len, d = q.shape
+    dk = 6 * d if cfg.feature == "dpfp" else d
     dv = v.shape[-1]
     n = cfg.segment_len
     n_complete = t_len // n
@@ -244,9 +317,11 @@ def memory_branch(q: Tensor, k: Tensor, v: Tensor, cfg: RefConfig):
             for s in range(n_seg):
                 lo, hi = s * n, min((s + 1) * n, t_len)
                 for p in range(lo, hi):
-                    rows.append(memory_read_one(q[b, h, p], mem, z, cfg.eps))
+                    rows.append(memory_read_one(q[b, h, p], mem, z, cfg.eps, cfg))
                 if s < n_complete:
-                    mem, z = memory_write(k[b, h, lo:hi], v[b, h, lo:hi], mem, z, cfg.update, cfg.eps)
+                    gates = betas[b, h, lo:hi] if betas is not None else None
+                    mem, z = memory_write(k[b, h, lo:hi], v[b, h, lo:hi], mem, z, cfg.update, cfg.eps, cfg,
+                                          gates)
             h_out.append(torch.stack(rows))
             h_m.append(mem)
             h_z.append(z)
@@ -274,7 +349,8 @@ def reference_forward(x: Tensor, cfg: RefConfig, w: RefWeights, branch: str = "g
     v_sg = split_heads(xd @ w.wv.T, cfg.n_head, hd)
     a_dot = local_branch(x, q, k, v, cfg, w, k_sg, v_sg)
     if cfg.memory == "infini":
-        a_mem, mem, z = memory_branch(q, k, v, cfg)
+        betas = write_gates(x, cfg, w) if cfg.write_gate else None
+        a_mem, mem, z = memory_branch(q, k, v, cfg, betas)
         heads_list = []
         for h in range(cfg.n_head):
             g = torch.sigmoid(w.gate[h])

@@ -42,7 +42,20 @@ MODES = {
     "xl-mem5-same": dict(memory="xl", pos="xl", mem_len=5, same_length=True),
     "xl-mem2-same": dict(memory="xl", pos="xl", mem_len=2, same_length=True),
     "xl-mem0": dict(memory="xl", pos="xl", mem_len=0),
+    # Memory options (MemoryOptions): each alone, and combined.
+    "infini-delta-rope-gate": dict(memory="infini", update="delta", pos="rope", write_gate=True),
+    "infini-delta-none-corrected": dict(memory="infini", update="delta", pos="none", normalizer="corrected"),
+    "infini-delta-rope-dpfp": dict(memory="infini", update="delta", pos="rope", feature="dpfp"),
+    "infini-linear-rope-l2": dict(memory="infini", update="linear", pos="rope", key_norm="l2"),
+    "infini-linear-none-dpfp-l2-gate": dict(memory="infini", update="linear", pos="none", feature="dpfp",
+                                            key_norm="l2", write_gate=True),
+    "infini-delta-xl-all": dict(memory="infini", update="delta", pos="xl", normalizer="corrected",
+                                feature="dpfp", key_norm="l2", write_gate=True),
+    "infini-delta-rope-elu-l2-corrected-gate": dict(memory="infini", update="delta", pos="rope",
+                                                    normalizer="corrected", key_norm="l2", write_gate=True),
 }
+OPTION_MODES = [m for m in MODES if any(k in MODES[m] for k in ("normalizer", "feature", "key_norm",
+                                                                "write_gate"))]
 XL_MODES = [m for m in MODES if MODES[m]["memory"] == "xl"]
 PLAIN_INFINI = [
     "infini-delta-rope",
@@ -290,7 +303,7 @@ def test_gradient_through_memory_reaches_qkv(update):
 
 
 @pytest.mark.parametrize("mode", ["infini-delta-rope", "infini-linear-rope", "infini-linear-none-eps50",
-                                  "none-rope"])
+                                  "none-rope", *OPTION_MODES])
 def test_every_parameter_gradient_matches_reference_over_uneven_calls(mode):
     """Random gates (both branches matter), a stream of 3 N + 3 tokens fed in calls of 3, 6 and 6
     tokens (unaligned: carried keys, padded and partial segments) with the state's graph kept: the
@@ -308,11 +321,14 @@ def test_every_parameter_gradient_matches_reference_over_uneven_calls(mode):
     params = {"q_proj": w.wq, "k_proj": w.wk, "v_proj": w.wv, "o_proj": w.wo}
     if w.gate is not None:
         params["gate"] = w.gate
+    if w.wg is not None:
+        params.update({"write_gate.weight": w.wg, "write_gate.bias": w.bg})
     for t in params.values():
         t.requires_grad_()
     (reference_forward(x, ref_config(MODES[mode]), w).out * grad).sum().backward()
+    grads = {name: p.grad for name, p in layer.named_parameters()}
     for name, ref in params.items():
-        got = layer.gate.grad if name == "gate" else getattr(layer, name).weight.grad
+        got = grads[name] if name.startswith(("gate", "write_gate")) else grads[f"{name}.weight"]
         assert ref.grad.abs().max() > 1e-3, name
         close(got, ref.grad, 1e-10)
 
@@ -616,3 +632,112 @@ def test_same_length_needs_xl_and_a_cache():
         InfiniAttention(D, H, DH, N, memory="infini", same_length=True)
     with pytest.raises(ValueError, match="same_length=True needs mem_len > 0"):
         InfiniAttention(D, H, DH, N, memory="xl", pos="xl", mem_len=0, same_length=True)
+
+
+# ----------------------------------------------------------------------------- 10. memory options
+
+
+def _forced_write_gate(layer: InfiniAttention, logit_of_position) -> list[int]:
+    """Replace the write gate's logits by ``logit_of_position(p)`` at stream position p (a forward
+    hook that counts the positions it has seen). Returns the one-item list holding that count."""
+    seen = [0]
+
+    def hook(module, args, logits):
+        T = logits.size(1)
+        values = torch.tensor([logit_of_position(seen[0] + t) for t in range(T)], dtype=logits.dtype)
+        seen[0] += T
+        return values.view(1, T, 1).expand_as(logits).clone()
+
+    layer.write_gate.register_forward_hook(hook)
+    return seen
+
+
+@pytest.mark.parametrize("options", [dict(), dict(normalizer="corrected"),
+                                     dict(feature="dpfp", key_norm="l2"),
+                                     dict(update="linear", feature="dpfp")])
+def test_write_gate_of_one_everywhere_is_the_layer_without_gate(options):
+    """beta = 1 (logit +inf) everywhere: outputs and states bit for bit those of the same layer
+    without the gate; gradients to rounding (autograd sums the feature map's two uses in another
+    order once the gate multiplies one of them)."""
+    mode = {"memory": "infini", "update": "delta", "pos": "rope", **options}
+    plain = make_layer(mode, seed=40)
+    gated = make_layer({**mode, "write_gate": True}, seed=40)
+    gated.load_state_dict({**plain.state_dict(), **{f"write_gate.{n}": p for n, p in
+                                                     gated.write_gate.state_dict().items()}})
+    _forced_write_gate(gated, lambda p: float("inf"))
+    x = rand(B, 4 * N + 3, D, seed=41)
+    outs = []
+    for layer in (plain, gated):
+        out, state = run_split(layer, x, [5, 2 * N, 2 * N - 2])
+        (out * rand(*out.shape, seed=42)).sum().backward()
+        outs.append((out, state, {n: p.grad for n, p in layer.named_parameters() if "write_gate" not in n}))
+    (o1, s1, g1), (o2, s2, g2) = outs
+    assert torch.equal(o1, o2)
+    assert torch.equal(s1.memory.M, s2.memory.M) and torch.equal(s1.memory.z, s2.memory.z)
+    for name in g1:
+        close(g2[name], g1[name], 1e-12)
+
+
+@pytest.mark.parametrize("options", [dict(), dict(normalizer="corrected"),
+                                     dict(feature="dpfp", key_norm="l2"),
+                                     dict(update="linear", feature="dpfp", key_norm="l2")])
+def test_write_gate_of_zero_after_the_key_freezes_the_memory(options):
+    """beta = 0 (logit -inf) from the token after the key on: the memory after the key's segment
+    stays bit for bit the same over 60 more segments, fed in uneven calls."""
+    mode = {"memory": "infini", "update": "delta", "pos": "rope", "write_gate": True, **options}
+    layer = make_layer(mode, seed=43)
+    key_end = 2 * N + 1  # the key's segment is segment 2: [2N, 3N)
+    _forced_write_gate(layer, lambda p: 0.7 if p < key_end else float("-inf"))
+    x = rand(B, 63 * N, D, seed=44)
+    _, state = run_split(layer, x[:, : 3 * N], [3, 3 * N - 3])
+    after_key = state.memory
+    assert after_key.M.abs().max() > 0
+    start = 3 * N
+    for n in (1, N - 1, 7 * N + 2, 30 * N, 22 * N - 2):
+        _, state = layer(x[:, start : start + n], state)
+        start += n
+        assert torch.equal(state.memory.M, after_key.M) and torch.equal(state.memory.z, after_key.z)
+    assert start == 63 * N
+
+
+def test_memory_options_are_validated():
+    for bad, match in ((dict(normalizer="l1"), "normalizer must be one of sum, corrected"),
+                       (dict(feature="relu"), "feature must be one of elu, dpfp"),
+                       (dict(key_norm="l1"), "key_norm must be one of none, l2"),
+                       (dict(write_gate="yes"), "write_gate must be true or false"),
+                       (dict(normalizer="corrected", update="linear"), "needs update 'delta'")):
+        with pytest.raises(ValueError, match=match):
+            InfiniAttention(D, H, DH, N, **{"update": "delta", **bad})
+    for memory, extra in (("none", {}), ("xl", dict(pos="xl", mem_len=4))):
+        for option in (dict(write_gate=True), dict(feature="dpfp"), dict(normalizer="corrected"),
+                       dict(key_norm="l2")):
+            with pytest.raises(ValueError, match="needs memory='infini'"):
+                InfiniAttention(D, H, DH, N, memory=memory, **extra, **option)
+
+
+def test_dpfp_memory_has_six_times_the_key_rows_and_the_gate_is_carried():
+    layer = InfiniAttention(D, H, DH, N, feature="dpfp", write_gate=True)
+    state = layer.init_state(B)
+    assert state.memory.M.shape == (B, H, 6 * DH, DH) and state.memory.z.shape == (B, H, 6 * DH)
+    assert state.beta.shape == (B, H, 0)
+    _, state = layer(torch.randn(B, N + 3, D), state)
+    assert state.beta.shape == (B, H, 3) and ((state.beta > 0) & (state.beta < 1)).all()
+    assert isinstance(layer.write_gate, nn.Linear) and layer.write_gate.weight.shape == (H, D)
+
+
+@pytest.mark.parametrize("mode", ["infini-delta-rope-gate", "infini-delta-xl-all"])
+def test_long_bf16_stream_with_options_stays_finite_and_float32(mode):
+    """500 segments of bf16 input under autocast: M, z stay float32 and finite, and the state holds
+    the same bytes at every length (flat memory)."""
+    torch.manual_seed(45)
+    layer = InfiniAttention(D, H, DH, N, **{k: v for k, v in MODES[mode].items()})
+    x = torch.randn(1, 500 * N, D).to(torch.bfloat16)
+    state, sizes = None, set()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        for start in range(0, x.size(1), 250 * N):
+            out, state = layer(x[:, start : start + 250 * N], state)
+            assert torch.isfinite(out.float()).all()
+            sizes.add(sum(t.numel() * t.element_size() for t in state.tensors().values()))
+    assert state.memory.M.dtype == torch.float32 and state.memory.z.dtype == torch.float32
+    assert torch.isfinite(state.memory.M).all() and torch.isfinite(state.memory.z).all()
+    assert len(sizes) == 1

@@ -7,7 +7,15 @@ import torch
 from reference import linear_attention_read, memory_read_one, memory_write
 from reference import sigma as ref_sigma
 
-from infiniattention.memory import CompressiveMemory, MemoryState, delta_write, memory_read, sigma
+from infiniattention.memory import (
+    CompressiveMemory,
+    MemoryOptions,
+    MemoryState,
+    feature_map,
+    memory_read,
+    sigma,
+    write,
+)
 
 B, H, DK, DV, N = 2, 3, 4, 5, 6
 
@@ -94,7 +102,7 @@ def test_functional_read_and_delta_write_match_reference_float64():
     z = rand(B, H, DK, seed=6, dtype=torch.float64).abs() + 0.5
     q, k, v = (rand(B, H, N, d, seed=7 + i, dtype=torch.float64) for i, d in enumerate((DK, DK, DV)))
     got_read = memory_read(q, M, z, 1e-6)
-    new_m, new_z = delta_write(M, z, k, v, 1e-6)
+    new_m, new_z = write(M, z, k, v, MemoryOptions(update="delta", eps=1e-6))
     for b in range(B):
         for h in range(H):
             for t in range(N):
@@ -183,3 +191,90 @@ def test_unknown_rule_is_rejected():
     mem = CompressiveMemory(H, DK, DV, batch_size=B)
     with pytest.raises(ValueError, match="delta.*linear|linear.*delta"):
         mem.write(rand(B, H, N, DK), rand(B, H, N, DV), rule="hebbian")
+
+
+# ------------------------------------------------------------------------ memory options: reads
+
+
+SPARSE = [MemoryOptions(update=u, normalizer=n, feature="dpfp", key_norm=k, write_gate=g)
+          for u in ("delta", "linear") for n in ("sum", "corrected") for k in ("none", "l2")
+          for g in (False, True) if not (n == "corrected" and u == "linear")]
+
+
+def _sparse_stream(mem: CompressiveMemory, seed: int, segments: int = 20) -> None:
+    """Write segments of keys with half their coordinates zeroed (sparse DPFP features); values in
+    [-1, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(segments):
+        k = torch.randn(1, H, 8, DK, generator=g, dtype=torch.float64)
+        k[..., torch.randperm(DK, generator=g)[: DK // 2]] = 0
+        v = torch.rand(1, H, 8, DV, generator=g, dtype=torch.float64) * 2 - 1
+        beta = torch.rand(1, H, 8, generator=g, dtype=torch.float64) if mem.options.write_gate else None
+        mem.write(k, v, rule=mem.options.update, beta=beta)
+
+
+@pytest.mark.parametrize("opts", SPARSE, ids=lambda o: f"{o.update}-{o.normalizer}-{o.feature}-{o.key_norm}-"
+                                                         f"{'gate' if o.write_gate else 'nogate'}")
+def test_read_with_a_tiny_normaliser_stays_bounded(opts):
+    """Queries of every scale from 1e-4 to 10 with random coordinates zeroed: their DPFP features are
+    sparse or exactly 0, so phi(q) z falls below eps for many. Every read stays finite and on the
+    scale of the values written (|v| <= 1), for every allowed combination of the other options; with
+    the sum normaliser and the linear rule it is a convex combination of them. (ELU + 1 features are
+    >= 0 everywhere and never give a tiny normaliser.)"""
+    mem = CompressiveMemory(H, DK, DV, batch_size=1, dtype=torch.float64, options=opts)
+    _sparse_stream(mem, seed=50)
+    g = torch.Generator().manual_seed(51)
+    q = torch.randn(1, H, 4000, DK, generator=g, dtype=torch.float64)
+    q = q * (torch.rand(q.shape, generator=g) < 0.6)
+    q = q * 10 ** torch.empty(1, H, 4000, 1, dtype=torch.float64).uniform_(-4, 1, generator=g)
+    read = mem.read(q)
+    fq = feature_map(q, opts)
+    assert (fq @ mem.state.z.unsqueeze(-1) < opts.eps).sum() > 100  # tiny normalisers are exercised
+    assert torch.isfinite(read).all()
+    assert read.abs().max() < 20.0
+    if opts.update == "linear" and opts.normalizer == "sum":
+        assert read.abs().max() <= 1.0
+
+
+def test_corrected_read_of_a_direction_that_z_has_not_counted_is_not_divided_by_eps():
+    """Corrected normaliser, features set exactly (s(log f) = f for 0 < f <= 1). Key a counts
+    features {0, 1} in z; key b = features {0, 1, 2} has z . phi(b) >= |phi(b)|^2, so gamma = 0: b
+    adds to M along feature 2, but z does not count it. A query along feature 2 alone has
+    phi(q) z ~ 0: with den.clamp_min(eps) alone eq. 7 would return phi(q) M / eps; the corrected
+    floor |phi(q)|^2 = 1 returns phi(q) M."""
+    opts = MemoryOptions(normalizer="corrected")
+
+    def keys(*features: float) -> torch.Tensor:
+        return torch.log(torch.tensor(features, dtype=torch.float64)).clamp_min(-745.0).view(1, 1, 1, -1)
+
+    M = torch.zeros(1, 1, 3, 1, dtype=torch.float64)
+    z = torch.zeros(1, 1, 3, dtype=torch.float64)
+    for k, value in ((keys(1.0, 1.0, 0.0), 1.0), (keys(0.6, 0.6, 0.3), -1.0)):
+        M, z = write(M, z, k, torch.full((1, 1, 1, 1), value, dtype=torch.float64), opts)
+    assert z[0, 0, 2] < 1e-300 and M[0, 0, 2].abs() > 0.1  # M holds feature 2, z does not
+    q = keys(0.0, 0.0, 1.0)
+    fq = feature_map(q)
+    unfloored = (fq @ M) / (fq @ z.unsqueeze(-1)).clamp_min(1e-6)
+    assert unfloored.abs().max() > 1e4
+    torch.testing.assert_close(memory_read(q, M, z, 1e-6, opts), fq @ M, rtol=1e-9, atol=0)
+
+
+@pytest.mark.parametrize("feature", ["elu", "dpfp"])
+def test_corrected_delta_write_stays_bounded_over_a_long_stream(feature):
+    """2,000 segments of 8 correlated L2-normalised keys (half their coordinates zeroed), no gate:
+    the corrected z stops growing, so without the segment's own mass in the write's denominator
+    each segment adds up to 8 full delta steps along shared directions and M grows to ~460 on this
+    stream (dpfp); with it M stays within a few times the values (|v| <= 1)."""
+    opts = MemoryOptions(normalizer="corrected", feature=feature, key_norm="l2")
+    mem = CompressiveMemory(H, DK, DV, batch_size=1, dtype=torch.float64, options=opts)
+    g = torch.Generator().manual_seed(50)
+    largest = 0.0
+    for _ in range(2000):
+        k = torch.randn(1, H, 8, DK, generator=g, dtype=torch.float64)
+        k[..., torch.randperm(DK, generator=g)[: DK // 2]] = 0
+        v = torch.rand(1, H, 8, DV, generator=g, dtype=torch.float64) * 2 - 1
+        mem.write(k, v, rule="delta")
+        largest = max(largest, mem.state.M.abs().max().item())
+    assert largest < 10.0
+    read = mem.read(torch.randn(1, H, 500, DK, generator=g, dtype=torch.float64))
+    assert read.abs().max() < 5.0

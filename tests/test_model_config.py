@@ -44,6 +44,9 @@ def test_sizes_must_be_positive_integers(field, value):
     ("update", "gated", "delta, linear"),
     ("pos", "alibi", "rope, xl, none"),
     ("activation", "swish", "relu, gelu"),
+    ("normalizer", "l1", "sum, corrected"),
+    ("feature", "relu", "elu, dpfp"),
+    ("key_norm", "l1", "none, l2"),
 ])
 def test_unknown_choices_list_the_valid_ones(field, value, valid):
     with pytest.raises(ValueError, match=rf"model\.{field} must be one of {valid}") as info:
@@ -144,3 +147,22 @@ def test_validate_rechecks_after_mutation():
     cfg.memory = "bogus"
     with pytest.raises(ValueError, match=r"model\.memory must be one of"):
         InfiniTransformerLM(cfg)
+
+
+@pytest.mark.parametrize("option", [dict(normalizer="corrected"), dict(feature="dpfp"), dict(key_norm="l2"),
+                                    dict(write_gate=True)])
+@pytest.mark.parametrize("memory", ["xl", "none"])
+def test_memory_options_need_the_infini_memory(option, memory):
+    name, value = next(iter(option.items()))
+    with pytest.raises(ValueError, match=rf"model\.{name} is an option of the compressive memory") as info:
+        config(memory=memory, **option)
+    assert "\n" not in str(info.value)
+    config(memory="infini", **option)
+
+
+def test_corrected_normaliser_needs_the_delta_rule_and_write_gate_a_bool():
+    with pytest.raises(ValueError, match="normalizer corrected needs model.update delta"):
+        config(normalizer="corrected", update="linear")
+    with pytest.raises(ValueError, match="write_gate must be true or false"):
+        config(write_gate="yes")
+    config(normalizer="corrected", update="delta", feature="dpfp", key_norm="l2", write_gate=True)

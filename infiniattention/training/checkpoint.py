@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..config import ModelConfig
 from . import faults
 from .errors import UserError
 
@@ -38,6 +39,7 @@ REQUIRED_KEYS = ("format_version", "step", "model", "config", "vocab_digest")
 ARCH_FIELDS = (
     "vocab_size", "n_layer", "d_model", "n_head", "d_head", "d_inner", "segment_len", "memory", "update",
     "pos", "mem_len", "pre_lnorm", "activation", "adaptive", "cutoffs", "div_val", "tie_weights", "untie_r",
+    "normalizer", "feature", "key_norm", "write_gate",
 )
 
 
@@ -294,7 +296,9 @@ def find_resumable(
 
 def check_compatible(ckpt: dict[str, Any], model_cfg: dict[str, Any], vocab_digest: str, path: Path) -> None:
     """Refuse a checkpoint of another architecture or vocabulary, naming every mismatch."""
-    saved = ckpt["config"]["model"]
+    # A field the checkpoint lacks was added later and has its default there (a checkpoint from before
+    # the memory options holds the paper's memory).
+    saved = {**ModelConfig().__dict__, **ckpt["config"]["model"]}
     diffs = [
         f"model.{name}: checkpoint {saved.get(name)!r} vs config {model_cfg.get(name)!r}"
         for name in ARCH_FIELDS

@@ -33,7 +33,7 @@ from data_utils.passkey import (
     make_instance,
 )
 
-from ..model import InfiniTransformerLM, LMOutput, ModelState
+from ..model import InfiniTransformerLM, LMOutput, ModelState, WriteGateTap
 from . import checkpoint as ckpt_io
 from .config import ConfigError, RunConfig, section_kwargs
 from .trainer import Trainer
@@ -89,8 +89,11 @@ class PasskeyTrainer(Trainer):
 
     def _validate(self) -> dict[str, Any]:
         t0 = time.time()
-        res = validate_instances(self.model, self.tok, self.cfg.data.tgt_len + 1, self.task, self.device,
-                                 batch_size=self.cfg.data.batch_size)
+        with WriteGateTap(self.model) as tap:
+            res = validate_instances(self.model, self.tok, self.cfg.data.tgt_len + 1, self.task, self.device,
+                                     batch_size=self.cfg.data.batch_size)
+        if tap.means():  # the mean write gate of each layer over the validation instances
+            self.writer.scalars(self.step, {f"write_gate/layer{i}": m for i, m in tap.means().items()})
         values = {**res, "seconds": round(time.time() - t0, 2)}
         improved = res["answer_nll"] < self.best_val
         if improved:

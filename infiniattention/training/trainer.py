@@ -43,7 +43,7 @@ from tqdm import tqdm
 from data_utils.corpus import get_corpus
 from data_utils.iterators import LMOrderedIterator
 
-from ..model import InfiniTransformerLM, LMOutput, ModelState
+from ..model import InfiniTransformerLM, LMOutput, ModelState, WriteGateTap
 from . import checkpoint as ckpt_io
 from . import faults
 from .config import RunConfig, save_config
@@ -572,8 +572,11 @@ class Trainer:
 
     def _validate(self) -> dict[str, Any]:
         t0 = time.time()
-        res = self._eval("valid", self.cfg.eval.max_tokens)
+        with WriteGateTap(self.model) as tap:
+            res = self._eval("valid", self.cfg.eval.max_tokens)
         faults.hit("eval")
+        if tap.means():  # the mean write gate of each layer over the validation tokens
+            self.writer.scalars(self.step, {f"write_gate/layer{i}": m for i, m in tap.means().items()})
         if not math.isfinite(res.nll):  # the weights are broken: stop before any checkpoint holds them
             self._report("valid", res)
             raise TrainingError(f"step {self.step}: the validation loss is {res.nll}: the run diverged; "
