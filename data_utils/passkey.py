@@ -7,20 +7,24 @@ An instance is, in the model's own tokens (bytes or characters):
 with the filler sentence block repeated and cut to ``F`` tokens so that the whole instance has exactly
 ``length`` tokens, the key sentence inserted at the sentence boundary of the filler nearest to
 ``depth * F`` (depth 0: right after the preamble, the key is farthest from the question; depth 1: right
-before the question), and ``ANSWER`` the five key digits. The question ends with "The pass key is "
-(trailing space), so the next five tokens are exactly the digits and only they are scored.
+before the question), and ``ANSWER`` the five key digits. With a ``Haystack`` of ordinary text (a
+prepared split) the filler is ``F`` consecutive tokens of that text from a seeded start instead, and
+the key sentence goes in at the word boundary nearest to ``depth * F``. The question ends with "The
+pass key is " (trailing space), so the next five tokens are exactly the digits and only they are
+scored.
 
 An instance is a description (a few ints and the key), not a token array: :meth:`PasskeyInstance.chunks`
 produces the tokens piece by piece, so a 1M-token instance streams through a model in bounded memory,
 and :meth:`PasskeyInstance.tokens` (the same tokens, materialised) is for short instances and tests.
-Instances are a pure function of (vocabulary, length, depth, seed).
+Instances are a pure function of (vocabulary, length, depth, seed, haystack); the key depends on the
+seed alone, so the filler and the text haystack are compared on the same keys.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -86,8 +90,16 @@ class PasskeyTokens:
         self.key_parts = [self._exact(p) for p in key_parts]
         # Offsets in the filler block where a sentence starts ("The grass...", "The sky...", ...).
         self.sentence_starts = np.asarray([0] + [m.end() for m in re.finditer(r"\. ", FILLER)][:-1])
+        # Word boundaries of a text haystack: after a space or a newline (when the vocabulary has one).
+        self.space_ids = np.asarray([i for i in (self._lookup(" "), self._lookup("\n")) if i >= 0])
         self.fixed_len = (len(self.preamble) + sum(map(len, self.key_parts)) + 2 * N_DIGITS
                           + len(self.question) + N_DIGITS)
+
+    def _lookup(self, char: str) -> int:
+        """The id of one character, -1 when the vocabulary lacks it."""
+        if self.vocab.kind == "byte":
+            return int(self.vocab.byte_table()[ord(char)])
+        return int(self.vocab.index.get(char, -1))
 
     def _exact(self, text: str) -> np.ndarray:
         """Ids of `text`, one per character; an error when the vocabulary lacks one of them."""
@@ -105,15 +117,37 @@ class PasskeyTokens:
 
 
 @dataclass(frozen=True)
+class Haystack:
+    """Ordinary text that replaces the repeated filler: the token ids of a prepared split (for example
+    ``corpus.split("valid")``). An instance takes ``F`` consecutive tokens from a seeded start; only an
+    instance longer than the text wraps around its end (``wraps``)."""
+
+    name: str
+    """What the text is, for tables and JSON (e.g. "enwik8-sample/valid")."""
+    tokens: np.ndarray = field(repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if len(self.tokens) == 0:
+            raise PasskeyError(f"the haystack text {self.name} is empty")
+
+    def wraps(self, filler_len: int) -> bool:
+        """True when ``filler_len`` tokens of haystack repeat some of the text."""
+        return filler_len > len(self.tokens)
+
+
+@dataclass(frozen=True)
 class PasskeyInstance:
     """One instance: ``length`` tokens; the answer is the last five; ``key_pos`` is the index of the
-    first digit of the key's first copy; ``depth`` the realised depth ``filler_before / filler_len``."""
+    first digit of the key's first copy; ``depth`` the realised depth ``filler_before / filler_len``.
+    ``haystack`` (None: the filler sentences) and ``hay_start``: where the instance's text starts."""
 
     tok: PasskeyTokens
     length: int
     key: str
     filler_before: int
     filler_len: int
+    haystack: Haystack | None = None
+    hay_start: int = 0
 
     @property
     def depth(self) -> float:
@@ -145,15 +179,16 @@ class PasskeyInstance:
         """(kind, length, ids) in order; filler pieces carry their starting offset in the block cycle."""
         t, key = self.tok, self.answer_ids()
         before, after = self.filler_before, self.filler_len - self.filler_before
+        start = self.hay_start
         return [
             ("ids", len(t.preamble), t.preamble),
-            ("filler", before, np.asarray(0)),
+            ("filler", before, np.asarray(start)),
             ("ids", len(t.key_parts[0]), t.key_parts[0]),
             ("ids", N_DIGITS, key),
             ("ids", len(t.key_parts[1]), t.key_parts[1]),
             ("ids", N_DIGITS, key),
             ("ids", len(t.key_parts[2]), t.key_parts[2]),
-            ("filler", after, np.asarray(before)),
+            ("filler", after, np.asarray(start + before)),
             ("ids", len(t.question), t.question),
             ("ids", N_DIGITS, key),
         ]
@@ -170,13 +205,13 @@ class PasskeyInstance:
     def _slice(self, a: int, b: int) -> np.ndarray:
         out = np.empty(b - a, dtype=np.int64)
         pos = 0  # start of the current piece in the instance
-        cycle = self.tok.filler
+        cycle = self.tok.filler if self.haystack is None else self.haystack.tokens
         for kind, n, ids in self._pieces():
             lo, hi = max(a, pos), min(b, pos + n)
             if lo < hi:
                 if kind == "ids":
                     out[lo - a:hi - a] = ids[lo - pos:hi - pos]
-                else:  # filler: position i of this piece is cycle[(offset + i) % len(cycle)]
+                else:  # filler or text: position i of this piece is cycle[(offset + i) % len(cycle)]
                     idx = int(ids) + np.arange(lo - pos, hi - pos)
                     out[lo - a:hi - a] = cycle[idx % len(cycle)]
             pos += n
@@ -188,9 +223,10 @@ class PasskeyInstance:
 
 
 def make_instance(tok: PasskeyTokens, length: int, depth: float, seed: int,
-                  key: str | None = None) -> PasskeyInstance:
+                  key: str | None = None, haystack: Haystack | None = None) -> PasskeyInstance:
     """The instance of ``length`` tokens with its key at ``depth``; the key is drawn from ``seed``
-    (uniform over the 10^5 keys) unless given."""
+    (uniform over the 10^5 keys) unless given. With a ``haystack`` the filler is a span of its text
+    starting at an offset drawn from ``(seed, 1)``, so the key stays the one of the filler instance."""
     depth = parse_depth(depth)
     filler_len = length - tok.fixed_len
     if filler_len < 0:
@@ -200,7 +236,12 @@ def make_instance(tok: PasskeyTokens, length: int, depth: float, seed: int,
         key = uniform_key(np.random.default_rng(seed))
     elif len(key) != N_DIGITS or not key.isdigit():
         raise PasskeyError(f"a pass key is {N_DIGITS} digits, got {key!r}")
-    return PasskeyInstance(tok, length, key, _snap(tok, depth * filler_len, filler_len), filler_len)
+    if haystack is None:
+        return PasskeyInstance(tok, length, key, _snap(tok, depth * filler_len, filler_len), filler_len)
+    n = len(haystack.tokens)
+    start = int(np.random.default_rng([seed, 1]).integers(0, max(n - filler_len, 0) + 1))
+    before = _snap_to_word(tok, haystack, start, depth * filler_len, filler_len)
+    return PasskeyInstance(tok, length, key, before, filler_len, haystack, start)
 
 
 def uniform_key(rng: np.random.Generator) -> str:
@@ -231,6 +272,23 @@ def _snap(tok: PasskeyTokens, target: float, filler_len: int) -> int:
                             base + period + tok.sentence_starts, [filler_len]])
     cands = cands[(cands >= 0) & (cands <= filler_len)]
     return int(cands[np.argmin(np.abs(cands - target))])
+
+
+def _snap_to_word(tok: PasskeyTokens, haystack: Haystack, start: int, target: float, filler_len: int,
+                  reach: int = 64) -> int:
+    """The word boundary of the haystack's span nearest to ``target`` tokens into it (a position right
+    after a space or newline, or either end), searched within ``reach`` tokens; else ``target`` itself."""
+    t = min(max(int(round(target)), 0), filler_len)
+    lo, hi = max(t - reach, 1), min(t + reach, filler_len - 1)
+    cands = [0, filler_len] if abs(t) <= reach or filler_len - t <= reach else []
+    if hi >= lo:
+        pos = np.arange(lo, hi + 1)
+        before = haystack.tokens[(start + pos - 1) % len(haystack.tokens)]
+        cands += pos[np.isin(before, tok.space_ids)].tolist()
+    if not cands:
+        return t
+    cands = np.asarray(cands)
+    return int(cands[np.argmin(np.abs(cands - t))])
 
 
 def answer_mask(inst: PasskeyInstance) -> np.ndarray:
@@ -280,13 +338,18 @@ class PasskeyTaskConfig:
     of 260-2,049 tokens. Depth 1 is the weakest depth of every CPU run (README): the key is one segment
     back, and the question's own segment holds part of the key's second copy, a local fragment that
     competes with the memory's read of the key."""
+    haystack_text_frac: float = 0.0
+    """Fraction of the instances whose haystack is ordinary training text (a span of the training
+    split, as `scripts/passkey.py eval --haystack text` evaluates on held-out text) instead of the
+    filler sentences; validation then gives every other instance a haystack of validation text."""
     seed: int = 0
     """Seed of the instances and text offsets: lane g of step t draws from default_rng([seed, t, g])."""
     val_instances: int = 32
     """Held-out instances at the training length scored at every validation (teacher-forced)."""
 
     def __post_init__(self) -> None:
-        for name in ("text_frac", "repeat_frac", "end_frac", "depth_min", "depth_max", "curriculum_start"):
+        for name in ("text_frac", "repeat_frac", "end_frac", "haystack_text_frac", "depth_min", "depth_max",
+                     "curriculum_start"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise PasskeyError(f"passkey.{name} must be in [0, 1], got {getattr(self, name)!r}")
         if self.depth_min > self.depth_max:
@@ -344,6 +407,7 @@ class PasskeyBatches:
         if len(text) <= self.max_len:
             raise PasskeyError(f"the training text ({len(text)} tokens) is shorter than one lane "
                                f"({self.max_len})")
+        self.haystack = Haystack("train", text)
 
     def lane(self, step: int, g: int) -> tuple[np.ndarray, np.ndarray]:
         """Tokens ``[tgt_len + 1]`` of global lane g, and the role of each of its ``tgt_len`` targets
@@ -362,7 +426,9 @@ class PasskeyBatches:
             key = ambiguous_key(rng) if hard else None
             if self.task.end_frac > 0 and rng.random() < self.task.end_frac:
                 depth = hi
-            inst = make_instance(self.tok, length, depth, key_seed, key=key)
+            text_hay = self.task.haystack_text_frac > 0 and rng.random() < self.task.haystack_text_frac
+            inst = make_instance(self.tok, length, depth, key_seed, key=key,
+                                 haystack=self.haystack if text_hay else None)
             ids[:length] = inst.tokens()
             role[inst.answer_start - 1:length - 1] = ANSWER
             role[inst.copy_pos - 1:inst.copy_pos - 1 + N_DIGITS] = COPY

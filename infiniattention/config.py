@@ -95,6 +95,15 @@ class ModelConfig:
     def __post_init__(self) -> None:
         self.validate()
 
+    def memory_label(self) -> str:
+        """The memory in one word for tables: ``xl``, ``none``, ``infini`` (the paper's memory) or
+        ``infini`` with its options, e.g. ``infini+gate+corrected+dpfp+l2``."""
+        if self.memory != "infini":
+            return self.memory
+        options = [("gate", self.write_gate), (self.normalizer, self.normalizer != "sum"),
+                   (self.feature, self.feature != "elu"), (self.key_norm, self.key_norm != "none")]
+        return "+".join(["infini", *(name for name, on in options if on)])
+
     def validate(self) -> None:
         """Raise ValueError naming the field and the rule it breaks."""
         for name in ("vocab_size", "n_layer", "d_model", "n_head", "d_head", "d_inner", "segment_len"):

@@ -28,7 +28,15 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
-from data_utils.passkey import PasskeyError, PasskeyTokens, make_instance, parse_depth, parse_length  # noqa: E402
+from data_utils.corpus import get_corpus  # noqa: E402
+from data_utils.passkey import (  # noqa: E402
+    Haystack,
+    PasskeyError,
+    PasskeyTokens,
+    make_instance,
+    parse_depth,
+    parse_length,
+)
 from infiniattention.training.cli import cli_entry, exit_with  # noqa: E402
 from infiniattention.training.config import (  # noqa: E402
     SECTIONS,
@@ -66,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--chunk-len", type=int, default=1024,
                    help="tokens per lane per call (rounded up to a multiple of the segment length)")
     e.add_argument("--seed", type=int, default=0, help="seed of the keys")
+    e.add_argument("--haystack", default="filler", choices=("filler", "text"),
+                   help="what hides the key: the repeated filler sentences (the paper's test), or ordinary "
+                   "text of the checkpoint's dataset (--haystack-split); the keys are the same in both "
+                   "(default: %(default)s)")
+    e.add_argument("--haystack-split", default="valid", choices=("train", "valid", "test"),
+                   help="split whose text is the haystack with --haystack text; an instance longer than the "
+                   "split wraps around its end, which the tables say (default: %(default)s)")
     e.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     e.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
     e.add_argument("--out-dir", help="folder for passkey.md/.json/.png (default: next to the checkpoint)")
@@ -173,12 +188,18 @@ def parse_list(text: str, parse, what: str) -> list:
 
 
 def evaluate_grid(model, tok: PasskeyTokens, lengths: list[int], depths: list[float], instances: int,
-                  chunk_len: int, device: torch.device, seed: int, autocast=None, log=print) -> dict:
-    """Accuracy and per-digit accuracy for every (length, depth), with memory and speed per length."""
+                  chunk_len: int, device: torch.device, seed: int, autocast=None, log=print,
+                  haystack: Haystack | None = None) -> dict:
+    """Accuracy and per-digit accuracy for every (length, depth), with memory and speed per length.
+    ``haystack``: ordinary text instead of the filler (the keys stay the same)."""
     rows = []
     for length in lengths:
-        insts = [make_instance(tok, length, d, seed + 7919 * i + 104729 * j)
+        insts = [make_instance(tok, length, d, seed + 7919 * i + 104729 * j, haystack=haystack)
                  for j, d in enumerate(depths) for i in range(instances)]
+        wraps = haystack is not None and haystack.wraps(insts[0].filler_len)
+        if wraps:
+            log(f"length {length:,}: the haystack {haystack.name} has {len(haystack.tokens):,} tokens, fewer "
+                f"than the instance's {insts[0].filler_len:,}: its text repeats")
         _peak_reset()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -193,7 +214,8 @@ def evaluate_grid(model, tok: PasskeyTokens, lengths: list[int], depths: list[fl
                           "per_digit": hits.mean(0).round(4).tolist(),
                           "keys": [i.key for i in insts[j * instances:(j + 1) * instances]],
                           "predicted": res.predicted[j * instances:(j + 1) * instances]})
-        row = {"length": length, "cells": cells, "tokens": res.tokens, "seconds": round(res.seconds, 3),
+        row = {"length": length, "cells": cells, "haystack_wraps": wraps, "tokens": res.tokens,
+               "seconds": round(res.seconds, 3),
                "tokens_per_s": round(res.tokens / max(res.seconds, 1e-9), 1), "peak_rss_mib": round(peak, 1),
                "max_state_bytes": res.max_state_bytes}
         if device.type == "cuda":
@@ -209,12 +231,15 @@ def markdown(result: dict) -> str:
     depths = result["depths"]
     head = "| length | " + " | ".join(f"depth {d:g}" for d in depths) + " | mean |"
     sep = "|---" * (len(depths) + 2) + "|"
-    out = [f"Passkey retrieval: {result['checkpoint']} (step {result['step']}, memory {result['memory']}, "
-           f"segment {result['segment_len']}), {result['instances']} instance(s) per cell, greedy decoding.",
+    hay = result.get("haystack", "filler")
+    out = [f"Passkey retrieval: {result['checkpoint']} (step {result['step']}, memory "
+           f"{result.get('memory_label', result['memory'])}, segment {result['segment_len']}), "
+           f"{result['instances']} instance(s) per cell, greedy decoding, haystack: {hay}.",
            "", "Accuracy (all 5 digits right):", "", head, sep]
     for r in result["rows"]:
         accs = [c["accuracy"] for c in r["cells"]]
-        out.append(f"| {_fmt_len(r['length'])} | " + " | ".join(f"{a:.2f}" for a in accs)
+        wrap = " (text repeats)" if r.get("haystack_wraps") else ""
+        out.append(f"| {_fmt_len(r['length'])}{wrap} | " + " | ".join(f"{a:.2f}" for a in accs)
                    + f" | {np.mean(accs):.2f} |")
     out += ["", "Per-digit accuracy (chance 0.10):", "", head, sep]
     for r in result["rows"]:
@@ -254,7 +279,8 @@ def heatmap(result: dict, path: Path) -> bool:
     for i in range(acc.shape[0]):
         for j in range(acc.shape[1]):
             ax.text(j, i, f"{acc[i, j]:.2f}", ha="center", va="center", color="w" if acc[i, j] < 0.6 else "k")
-    ax.set_title(f"passkey accuracy, memory={result['memory']}")
+    ax.set_title(f"passkey accuracy, {result.get('memory_label', result['memory'])}, haystack "
+                 f"{result.get('haystack', 'filler')}")
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -277,13 +303,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                f"{tok.fixed_len} tokens")
     seg = cfg.model.segment_len
     chunk = -(-args.chunk_len // seg) * seg
+    haystack = None
+    if args.haystack == "text":
+        corpus = get_corpus(cfg.data.data_dir, cfg.data.dataset)
+        haystack = Haystack(f"{cfg.data.dataset}/{args.haystack_split}", corpus.split(args.haystack_split))
     torch.set_grad_enabled(False)
     if args.exact_rss:
         _fixed_mmap_threshold()
     t0 = time.time()
     grid = evaluate_grid(model, tok, lengths, depths, args.instances, chunk, device, args.seed,
-                         precision_autocast(device, args.precision))
+                         precision_autocast(device, args.precision), haystack=haystack)
     result = {"checkpoint": str(args.checkpoint), "step": int(ckpt["step"]), "memory": cfg.model.memory,
+              "memory_label": cfg.model.memory_label(),
+              "haystack": "filler" if haystack is None else haystack.name,
               "update": cfg.model.update, "segment_len": seg, "mem_len": cfg.model.mem_len,
               "lengths": lengths, "depths": depths, "instances": args.instances, "chunk_len": chunk,
               "precision": args.precision, "device": str(device), "seed": args.seed,

@@ -27,8 +27,8 @@ MODES = {
     "none-rope": dict(memory="none", pos="rope"),
     "xl-mem8": dict(memory="xl", pos="xl", mem_len=8),
     "xl-mem13": dict(memory="xl", pos="xl", mem_len=13),
-    "infini-options": dict(memory="infini", update="delta", pos="rope", normalizer="corrected", feature="dpfp",
-                           key_norm="l2", write_gate=True),
+    "infini-options": dict(memory="infini", update="delta", pos="rope", normalizer="corrected",
+                           feature="dpfp", key_norm="l2", write_gate=True),
     "infini-linear-gate": dict(memory="infini", update="linear", pos="none", write_gate=True),
 }
 

@@ -14,6 +14,7 @@ from data_utils.passkey import (
     KEY_SENTENCE,
     PREAMBLE,
     QUESTION,
+    Haystack,
     PasskeyError,
     PasskeyTokens,
     answer_mask,
@@ -290,6 +291,94 @@ def test_eval_vocabulary_without_digits_is_a_one_line_error(tmp_path):
     r = _run("eval", "--checkpoint", str(ckpt), "--lengths", "1k", "--depths", "0.5")
     assert r.returncode == 2 and "lacks the digits 0-9" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# A haystack of ordinary text.
+
+
+def _valid_haystack() -> Haystack:
+    from test_train_utils import prepared_data_dir
+
+    return Haystack("enwik8-sample/valid", np.load(f"{prepared_data_dir()}/enwik8-sample/valid.npy"))
+
+
+@pytest.mark.parametrize("length", [300, 2048, 8192])
+@pytest.mark.parametrize("depth", [0.0, 0.3, 0.5, 1.0])
+def test_text_haystack_hides_the_same_key_in_a_span_of_the_text(tok, length, depth):
+    """Preamble, a contiguous span of the split's text with the key sentence at a word boundary near
+    the depth, the question and the answer; the key is the filler instance's key for the same seed."""
+    hay = _valid_haystack()
+    seed = 31 * length + int(100 * depth)
+    inst = make_instance(tok, length, depth, seed=seed, haystack=hay)
+    assert inst.key == make_instance(tok, length, depth, seed=seed).key
+    ids = inst.tokens()
+    assert ids.shape == (length,)
+    sentence = tok.key_parts[0].tolist() + inst.answer_ids().tolist() + tok.key_parts[1].tolist() \
+        + inst.answer_ids().tolist() + tok.key_parts[2].tolist()
+    p0 = len(tok.preamble)
+    k0 = p0 + inst.filler_before  # where the key sentence starts
+    assert ids[:p0].tolist() == tok.preamble.tolist() and ids[k0:k0 + len(sentence)].tolist() == sentence
+    span = np.concatenate([ids[p0:k0], ids[k0 + len(sentence):length - 5 - len(tok.question)]])
+    assert span.tolist() == hay.tokens[inst.hay_start:inst.hay_start + inst.filler_len].tolist()
+    assert _text(tok, ids).endswith(QUESTION + inst.key)
+    if 0 < inst.filler_before < inst.filler_len:  # inside the text: right after a space or a newline
+        assert ids[k0 - 1] in tok.space_ids.tolist()
+    assert abs(inst.depth - depth) * inst.filler_len <= 64
+    assert np.array_equal(np.concatenate(list(inst.chunks(1000))), ids)
+
+
+def test_text_haystack_wraps_only_when_longer_than_the_text(tok):
+    short = Haystack("short", np.arange(1000) % len(tok.vocab))
+    assert not short.wraps(1000) and short.wraps(1001)
+    inst = make_instance(tok, 3000, 0.5, seed=3, haystack=short)
+    p0, k0 = len(tok.preamble), len(tok.preamble) + inst.filler_before
+    ids = inst.tokens()
+    want = np.arange(inst.hay_start, inst.hay_start + k0 - p0) % 1000 % len(tok.vocab)
+    assert inst.hay_start < 1000 and ids[p0:k0].tolist() == want.tolist()
+    with pytest.raises(PasskeyError, match="empty"):
+        Haystack("empty", np.zeros(0, dtype=np.int64))
+
+
+def test_training_lanes_draw_text_haystacks_from_the_training_text(tok):
+    v = len(tok.vocab)
+    text = np.arange(20000) % v  # consecutive ids: a span of it is recognisable anywhere
+    task = PasskeyTaskConfig(min_len=1000, haystack_text_frac=0.5, depth_min=0.5, seed=2)
+    src = PasskeyBatches(tok, text, task, batch_size=16, tgt_len=1200)
+    kinds = []
+    for g in range(16):
+        ids, role = src.lane(0, g)
+        hay = ids[len(tok.preamble):len(tok.preamble) + 200]
+        kinds.append(bool(np.all(np.diff(hay) % v == 1)))  # a span of the text, not the filler
+        if not kinds[-1]:
+            assert _text(tok, hay).startswith(FILLER[:40])
+    assert 3 <= sum(kinds) <= 13
+
+
+def test_eval_cli_text_haystack(tmp_path):
+    from test_train_utils import prepared_data_dir
+
+    from infiniattention.training.config import DataConfig, RunConfig
+
+    vocab = _enwik8_vocab()
+    model = _tiny_model(vocab, seg=64)
+    data = DataConfig(dataset="enwik8-sample", data_dir=prepared_data_dir())
+    cfg = RunConfig(model=model.config, data=data)
+    ckpt = tmp_path / "m.pt"
+    ckpt_io.save_atomic({"format_version": ckpt_io.FORMAT_VERSION, "step": 0, "model": model.state_dict(),
+                         "config": cfg.to_dict(), "vocab": vocab.to_dict(), "vocab_digest": vocab.digest()},
+                        ckpt)
+    r = _run("eval", "--checkpoint", str(ckpt), "--lengths", "1k,64k", "--depths", "0.5", "--instances", "2",
+             "--haystack", "text", "--haystack-split", "valid", "--out-dir", str(tmp_path / "ev"),
+             "--device", "cpu", "--no-exact-rss")
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path / "ev" / "passkey.json").read_text())
+    assert res["haystack"] == "enwik8-sample/valid" and res["memory_label"] == "infini"
+    assert [row["haystack_wraps"] for row in res["rows"]] == [False, True]  # valid: ~49K tokens
+    md = (tmp_path / "ev" / "passkey.md").read_text()
+    assert "haystack: enwik8-sample/valid" in md and "| 64K (text repeats) |" in md
+    n = len(_valid_haystack().tokens)
+    assert f"the haystack enwik8-sample/valid has {n:,} tokens, fewer than the instance" in r.stdout
 
 
 # ------------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import torch
 
 from data_utils.passkey import (
     N_DIGITS,
+    Haystack,
     PasskeyBatches,
     PasskeyInstance,
     PasskeyTaskConfig,
@@ -89,9 +90,12 @@ class PasskeyTrainer(Trainer):
 
     def _validate(self) -> dict[str, Any]:
         t0 = time.time()
+        haystack = None
+        if self.task.haystack_text_frac > 0:
+            haystack = Haystack(f"{self.cfg.data.dataset}/valid", self.corpus.split("valid"))
         with WriteGateTap(self.model) as tap:
             res = validate_instances(self.model, self.tok, self.cfg.data.tgt_len + 1, self.task, self.device,
-                                     batch_size=self.cfg.data.batch_size)
+                                     batch_size=self.cfg.data.batch_size, haystack=haystack)
         if tap.means():  # the mean write gate of each layer over the validation instances
             self.writer.scalars(self.step, {f"write_gate/layer{i}": m for i, m in tap.means().items()})
         values = {**res, "seconds": round(time.time() - t0, 2)}
@@ -130,17 +134,21 @@ def _masked_mean(nll: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def validate_instances(model: InfiniTransformerLM, tok: PasskeyTokens, length: int, task: PasskeyTaskConfig,
-                       device: torch.device, batch_size: int = 16) -> dict[str, float]:
+                       device: torch.device, batch_size: int = 16,
+                       haystack: Haystack | None = None) -> dict[str, float]:
     """Teacher-forced answer NLL and accuracy on ``task.val_instances`` held-out instances of ``length``
     tokens at depths spread evenly over [depth_min, depth_max] (one call per batch, fresh memory), and
-    the accuracy on the key's second copy (the local copy, a diagnostic)."""
+    the accuracy on the key's second copy (the local copy, a diagnostic). With a ``haystack`` every
+    other instance hides its key in that text instead of the filler (``text_key_acc``: their key
+    accuracy)."""
     was_training = model.training
     model.eval()
     n = task.val_instances
     depths = np.linspace(task.depth_min, task.depth_max, n) if n > 1 else [task.depth_min]
     seed = VAL_SEED_OFFSET + task.seed
-    insts = [make_instance(tok, length, float(d), seed + i) for i, d in enumerate(depths)]
-    nll_sum, correct, keys, copied = 0.0, 0, 0, 0
+    insts = [make_instance(tok, length, float(d), seed + i, haystack=haystack if i % 2 else None)
+             for i, d in enumerate(depths)]
+    nll_sum, correct, keys, copied, text_keys = 0.0, 0, 0, 0, 0
     for i in range(0, n, batch_size):
         group = insts[i:i + batch_size]
         ids = torch.from_numpy(np.stack([g.tokens() for g in group])).to(device)
@@ -154,12 +162,18 @@ def validate_instances(model: InfiniTransformerLM, tok: PasskeyTokens, length: i
         hit = right & mask
         nll_sum += out.nll[mask].double().sum().item()
         correct += int(hit.sum())
-        keys += int((hit.sum(1) == N_DIGITS).sum())
+        whole = hit.sum(1) == N_DIGITS  # [B]
+        keys += int(whole.sum())
+        text_keys += sum(int(w) for w, g in zip(whole.tolist(), group, strict=True) if g.haystack is not None)
         copied += int((right & copy).sum())
     model.train(was_training)
     digits = max(n * N_DIGITS, 1)
-    return {"answer_nll": nll_sum / digits, "digit_acc": correct / digits, "key_acc": keys / max(n, 1),
-            "copy_digit_acc": copied / digits, "instances": float(n)}
+    res = {"answer_nll": nll_sum / digits, "digit_acc": correct / digits, "key_acc": keys / max(n, 1),
+           "copy_digit_acc": copied / digits, "instances": float(n)}
+    n_text = sum(i.haystack is not None for i in insts)
+    if n_text:
+        res["text_key_acc"] = text_keys / n_text
+    return res
 
 
 def state_nbytes(state: ModelState) -> int:
