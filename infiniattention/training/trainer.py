@@ -131,8 +131,8 @@ class Trainer:
         n_params = self.model.num_parameters()
         self.log.info(
             "%s: %s | %d ranks on %s | model %.2fM parameters (%s memory) | %d lanes x %d tokens per step",
-            self.run_dir, self.corpus, self.env.world_size, self.device, n_params / 1e6, cfg.model.memory,
-            cfg.data.batch_size, cfg.data.tgt_len,
+            self.run_dir, self.corpus, self.env.world_size, self.device, n_params / 1e6,
+            cfg.model.memory_label(), cfg.data.batch_size, cfg.data.tgt_len,
         )
 
     # --------------------------------------------------------------------------------------------
