@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# One command, three memory modes: train infini, xl (mem_len = segment_len) and none with the same
-# config, seed, step budget and tokens on the bundled enwik8 sample, evaluate each on the whole test
-# split and on the context curve, and write one Markdown table (runs/compare/compare.md).
+# Memory modes side by side: train each row with the same config, step budget and tokens on the bundled
+# enwik8 sample, once per seed, evaluate each on the whole test split and on the context curve, and
+# write one Markdown table with the mean and the range over the seeds (OUT/compare.md).
 #
-#   bash scripts/compare_memory.sh [--budget-steps S] [--config configs/tiny.yaml] [--out runs/compare]
-#                                  [--set section.key=value ...]   (applied to all three runs)
+#   bash scripts/compare_memory.sh [--rows infini,xl,none] [--seeds 1111,2222,3333] [--budget-steps S]
+#                                  [--config configs/tiny.yaml] [--out-dir runs/compare]
+#                                  [--set section.key=value ...]   (applied to every run)
 #
-# Default budget: the config's train.max_steps (tiny.yaml: 1,300 steps of 16 x 256 tokens; measured:
-# 17 minutes in all on an idle 2-core machine). A finished run is not trained again (auto-resume).
+# A row is a memory mode (infini: the paper's memory; xl: mem_len = segment_len; none) or infini with
+# options joined by '+': gate (model.write_gate), corrected (model.normalizer), dpfp (model.feature),
+# l2 (model.key_norm), e.g. infini+gate or infini+gate+corrected+dpfp+l2.
+# Default: rows infini,xl,none, the config's seed, its train.max_steps (tiny.yaml: 1,300 steps of
+# 16 x 256 tokens, about 5 minutes per run on an idle 2-core machine). Runs go to OUT/ROW/seed-SEED; a
+# finished run is not trained again (auto-resume). --out is an alias of --out-dir. PY selects the Python
+# (default .venv/bin/python).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -16,14 +22,18 @@ cmdline="bash scripts/compare_memory.sh $*"
 config=configs/tiny.yaml
 out=runs/compare
 budget=""
+rows=infini,xl,none
+seeds=""
 sets=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --budget-steps) budget=$2; shift 2 ;;
         --config) config=$2; shift 2 ;;
-        --out) out=$2; shift 2 ;;
+        --out-dir|--out) out=$2; shift 2 ;;
+        --rows) rows=$2; shift 2 ;;
+        --seeds) seeds=$2; shift 2 ;;
         --set) sets+=(--set "$2"); shift 2 ;;
-        -h|--help) sed -n 2,10p "$0"; exit 0 ;;
+        -h|--help) sed -n 2,16p "$0"; exit 0 ;;
         *) echo "error: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -31,24 +41,22 @@ if [ -n "$budget" ]; then
     case "$budget" in ''|*[!0-9]*|0) echo "error: --budget-steps must be a positive integer, got $budget" >&2; exit 2 ;; esac
     sets+=(--set "train.max_steps=$budget" --set "optim.decay_steps=$budget")
 fi
+[ -x "$PY" ] || command -v "$PY" > /dev/null || { echo "error: $PY not found: run bash scripts/setup_env.sh or set PY" >&2; exit 2; }
 [ -f "$config" ] || { echo "error: $config not found" >&2; exit 2; }
+# Each row's --set arguments, and the config's seed and segment length (for the xl cache); a bad row or
+# seed is refused here, before any training.
+plan=$("$PY" scripts/compare_table.py --plan "$rows" --seeds "$seeds" --config "$config" -- "${sets[@]}") \
+    || exit 2
 [ -f data/enwik8-sample/test.npy ] || bash getdata.sh enwik8-sample
-# The segment length of the resolved config (with the --set overrides), for the xl cache length.
-seg=$("$PY" - "$config" "${sets[@]}" <<'EOF'
-import sys
-from infiniattention.training.config import load_config
-args = sys.argv[2:]
-print(load_config(sys.argv[1], [args[i + 1] for i in range(0, len(args), 2)]).model.segment_len)
-EOF
-)
 mkdir -p "$out"
-for mode in infini xl none; do
-    extra=(--set "model.memory=$mode")
-    [ "$mode" = xl ] && extra+=(--set "model.mem_len=$seg")
-    echo "== $mode: training -> $out/$mode"
-    "$PY" train.py --config "$config" --run-dir "$out/$mode" --no-progress "${sets[@]}" "${extra[@]}"
-    echo "== $mode: context curve on the test split"
-    "$PY" scripts/context_curve.py --checkpoint "$out/$mode/best.pt" --out-dir "$out/$mode" > "$out/$mode/context_curve.log"
-    tail -n 3 "$out/$mode/context_curve.log"
-done
-"$PY" scripts/compare_table.py "$out" --command "$cmdline" | tee "$out/compare.md"
+while IFS=$'\t' read -r row seed extra; do
+    run="$out/$row/seed-$seed"
+    read -r -a extra_sets <<< "$extra"
+    echo "== $row, seed $seed: training -> $run"
+    "$PY" train.py --config "$config" --run-dir "$run" --no-progress "${sets[@]}" \
+        --set "train.seed=$seed" "${extra_sets[@]}"
+    echo "== $row, seed $seed: context curve on the test split"
+    "$PY" scripts/context_curve.py --checkpoint "$run/best.pt" --out-dir "$run" > "$run/context_curve.log"
+    tail -n 3 "$run/context_curve.log"
+done <<< "$plan"
+"$PY" scripts/compare_table.py "$out" --rows "$rows" --command "$cmdline" | tee "$out/compare.md"

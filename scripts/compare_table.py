@@ -1,11 +1,16 @@
-"""The Markdown table of scripts/compare_memory.sh, from the runs it made.
+"""The Markdown table of scripts/compare_memory.sh, from the runs it made; and its run plan.
 
-    python scripts/compare_table.py runs/compare [--command "bash scripts/compare_memory.sh ..."]
+    python scripts/compare_table.py runs/compare [--rows infini,xl,none] [--command "bash ..."]
+    python scripts/compare_table.py --plan infini,infini+gate,none --seeds 1,2 --config C -- [--set k=v ...]
 
-One row per memory mode (infini, xl, none; those present): parameters, state bytes per lane at the end
-of the test stream, training tokens/s (median of the logged windows), test bpc (whole split, memory
-carried), bpc with the memory reset at every segment (K = 1), and the difference. Reads each run's
-config.yaml, metrics.jsonl, best.pt and context_curve.json; prints the table and writes compare.json.
+Table: one row per memory row (those with finished runs): parameters, state bytes per lane at the end
+of the test stream, training tokens/s (median of the logged windows of every seed), and over the seeds
+the mean and the range (max - min) of the test bpc (whole split, memory carried), of the bpc with the
+memory reset at every segment (K = 1), and of their difference, the memory's gain; then each row's
+difference to `none`, seed by seed. Reads each run's config.yaml, metrics.jsonl, best.pt and
+context_curve.json (OUT/ROW/seed-SEED); prints the table and writes compare.json.
+
+--plan prints one line per run (row, seed, the row's --set arguments), and refuses an unknown row.
 """
 
 from __future__ import annotations
@@ -24,7 +29,40 @@ import torch  # noqa: E402
 
 from infiniattention.training.evaluate import load_for_inference  # noqa: E402
 
-MODES = ("infini", "xl", "none")
+OPTIONS = {"gate": "model.write_gate=true", "corrected": "model.normalizer=corrected",
+           "dpfp": "model.feature=dpfp", "l2": "model.key_norm=l2"}
+
+
+def row_sets(row: str, segment_len: int) -> list[str]:
+    """The --set arguments of a row: infini, xl, none, or infini+OPTION+... (OPTIONS)."""
+    mode, *options = row.split("+")
+    if mode not in ("infini", "xl", "none") or (options and mode != "infini") \
+            or any(o not in OPTIONS for o in options) or len(set(options)) != len(options):
+        raise ValueError(f"unknown row {row!r}: use infini, xl, none, or infini+OPTION+... with OPTION in "
+                         f"{', '.join(OPTIONS)}")
+    sets = [f"model.memory={mode}"] + [OPTIONS[o] for o in options]
+    if mode == "xl":
+        sets.append(f"model.mem_len={segment_len}")
+    return sets
+
+
+def plan(rows: str, seeds: str, config: str, overrides: list[str]) -> list[str]:
+    """Tab-separated (row, seed, --set arguments) of every run, rows outer, seeds inner."""
+    from infiniattention.training.config import load_config
+
+    cfg = load_config(config, overrides)
+    names = [r.strip() for r in rows.split(",") if r.strip()]
+    try:
+        seed_list = [int(x) for x in seeds.split(",") if x.strip()] or [cfg.train.seed]
+    except ValueError:
+        raise ValueError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
+    if not names:
+        raise ValueError("--rows is empty")
+    lines = []
+    for name in names:
+        sets = " ".join(f"--set {s}" for s in row_sets(name, cfg.model.segment_len))
+        lines += [f"{name}\t{seed}\t{sets}" for seed in seed_list]
+    return lines
 
 
 def state_bytes_at_end(model, n_tokens: int, tgt_len: int) -> int:
@@ -47,7 +85,8 @@ def row(run: Path) -> dict:
     full = curve["curve"][-1]["bpc"]
     k1 = curve["curve"][0]["bpc"]
     return {
-        "memory": cfg.model.memory, "run": str(run), "step": int(ckpt["step"]),
+        "memory": cfg.model.memory_label(), "seed": cfg.train.seed, "run": str(run),
+        "step": int(ckpt["step"]),
         "tokens_trained": int(ckpt.get("tokens_seen", 0)) or None,
         "parameters": model.num_parameters(),
         "state_bytes_per_lane": state_bytes_at_end(model, lane_tokens, curve["tgt_len"]),
@@ -67,41 +106,76 @@ def commit() -> str:
         return "unknown"
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("out", help="the folder of compare_memory.sh (one sub-folder per memory mode)")
-    p.add_argument("--command", default="bash scripts/compare_memory.sh", help="the command, for the caption")
-    args = p.parse_args(argv)
-    out = Path(args.out)
-    rows = [row(out / m) for m in MODES if (out / m / "context_curve.json").is_file()]
-    if not rows:
-        print(f"error: no finished run in {out} (expected {', '.join(MODES)} sub-folders)", file=sys.stderr)
-        return 1
-    r0 = rows[0]
+def spread(values: list[float]) -> str:
+    """The mean and, over several seeds, the range (max - min)."""
+    mean = statistics.fmean(values)
+    return f"{mean:.4f}" if len(values) == 1 else f"{mean:.4f} ({max(values) - min(values):.4f})"
+
+
+def table(out: Path, names: list[str], command: str) -> tuple[str, list[dict]]:
+    runs = {name: [row(p.parent) for p in sorted((out / name).glob("seed-*/context_curve.json"))]
+            for name in names}
+    runs = {name: rs for name, rs in runs.items() if rs}
+    if not runs:
+        raise FileNotFoundError(f"no finished run in {out} (expected {', '.join(names)} sub-folders)")
+    first = next(iter(runs.values()))[0]
+    seeds = sorted({r["seed"] for rs in runs.values() for r in rs})
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
     lines = [
-        f"`{args.command}` ({date}, commit {commit()}): {r0['step']:,} steps each, the same config, seed "
-        f"and tokens; test split of the bundled enwik8 sample ({r0['test_tokens']:,} tokens, memory carried "
-        "across the whole split in each lane; K = 1: memory reset at every segment).",
+        f"`{command}` ({date}, commit {commit()}): {first['step']:,} steps each, the same config and tokens, "
+        f"seeds {', '.join(map(str, seeds))}; test split of the bundled enwik8 sample "
+        f"({first['test_tokens']:,} tokens, memory carried across the whole split in each lane; K = 1: "
+        "memory reset at every segment). Mean over the seeds, the range (max - min) in brackets.",
         "",
-        "| memory | parameters | state bytes per lane (end of stream) | training tokens/s | test bpc | "
-        "bpc at K = 1 | memory gain (K = 1 - full) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| memory | seeds | parameters | state bytes per lane (end of stream) | training tokens/s | "
+        "test bpc | bpc at K = 1 | memory gain (K = 1 - full) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in rows:
-        name = f"`{r['memory']}`" + (f" (mem_len {r['mem_len']})" if r["mem_len"] else "")
-        speed = f"{r['tokens_per_s'] / 1000:.1f}K" if r["tokens_per_s"] else "n/a"
-        lines.append(f"| {name} | {r['parameters']:,} | {r['state_bytes_per_lane']:,} | {speed} | "
-                     f"{r['test_bpc']:.4f} | {r['bpc_k1']:.4f} | {r['memory_gain']:+.4f} |")
-    by = {r["memory"]: r for r in rows}
-    if {"infini", "none", "xl"} <= by.keys():
-        i, n, x = by["infini"]["test_bpc"], by["none"]["test_bpc"], by["xl"]["test_bpc"]
-        lines += ["", f"infini vs none: {n - i:+.4f} bpc (target >= +0.03); infini's memory gain "
-                  f"{by['infini']['memory_gain']:+.4f} (target >= +0.03); infini vs xl: {x - i:+.4f} bpc "
-                  "(target >= -0.02)."]
-    text = "\n".join(lines) + "\n"
+    for name, rs in runs.items():
+        r0 = rs[0]
+        label = f"`{name}`" + (f" (mem_len {r0['mem_len']})" if r0["mem_len"] else "")
+        speeds = [r["tokens_per_s"] for r in rs if r["tokens_per_s"]]
+        speed = f"{statistics.median(speeds) / 1000:.1f}K" if speeds else "n/a"
+        lines.append(f"| {label} | {len(rs)} | {r0['parameters']:,} | {r0['state_bytes_per_lane']:,} | "
+                     f"{speed} | {spread([r['test_bpc'] for r in rs])} | {spread([r['bpc_k1'] for r in rs])} "
+                     f"| {spread([r['memory_gain'] for r in rs])} |")
+    if "none" in runs:
+        base = {r["seed"]: r["test_bpc"] for r in runs["none"]}
+        lines += ["", "Test bpc gained over `none` with the same seed (positive: better than none):", ""]
+        for name, rs in runs.items():
+            if name == "none":
+                continue
+            diffs = [base[r["seed"]] - r["test_bpc"] for r in rs if r["seed"] in base]
+            if diffs:
+                lines.append(f"- `{name}`: mean {statistics.fmean(diffs):+.4f}, per seed "
+                             + ", ".join(f"{d:+.4f}" for d in diffs))
+    return "\n".join(lines) + "\n", [r for rs in runs.values() for r in rs]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("out", nargs="?", help="the folder of compare_memory.sh (OUT/ROW/seed-SEED)")
+    p.add_argument("--rows", default="infini,xl,none", help="rows, in table order (default: %(default)s)")
+    p.add_argument("--command", default="bash scripts/compare_memory.sh", help="the command, for the caption")
+    p.add_argument("--plan", metavar="ROWS", help="print the run plan of these rows instead of a table")
+    p.add_argument("--seeds", default="", help="with --plan: comma-separated seeds (default: the config's)")
+    p.add_argument("--config", help="with --plan: the config file")
+    p.add_argument("overrides", nargs="*", help="with --plan, after --: the --set arguments of every run")
+    args = p.parse_args(argv)
+    try:
+        if args.plan is not None:
+            overrides = [o for o in args.overrides if o != "--set"]
+            print("\n".join(plan(args.plan, args.seeds, args.config, overrides)))
+            return 0
+        if args.out is None:
+            p.error("the output folder of compare_memory.sh is required")
+        names = [r.strip() for r in args.rows.split(",") if r.strip()]
+        text, rows = table(Path(args.out), names, args.command)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1 if isinstance(err, FileNotFoundError) else 2
     print(text, end="")
-    (out / "compare.json").write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+    (Path(args.out) / "compare.json").write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
     return 0
 
 

@@ -97,25 +97,50 @@ def test_plot_gates_needs_an_infini_checkpoint(runs, capsys):
 
 
 def test_compare_table(runs, tmp_path):
-    """The table of compare_memory.sh from finished runs: one row per mode, numbers from the runs."""
+    """The table of compare_memory.sh from finished runs (OUT/ROW/seed-SEED): one row per memory row in
+    the order asked, numbers from the runs, two seeds of infini compared with none seed by seed."""
     curve = load_script("context_curve")
-    for memory, run in runs.items():
-        dst = tmp_path / memory
+    layout = {("infini", 1111): runs["infini"], ("infini", 2222): runs["infini"],
+              ("none", 1111): runs["none"]}
+    for (memory, seed), run in layout.items():
+        dst = tmp_path / memory / f"seed-{seed}"
         shutil.copytree(run, dst)
         shutil.copy(dst / "ckpt_00000004.pt", dst / "best.pt")
+        cfg = (dst / "config.yaml").read_text().replace("seed: 1111", f"seed: {seed}")
+        (dst / "config.yaml").write_text(cfg)
         assert curve.main(["--checkpoint", str(dst / "best.pt"), "--max-tokens", "400", "--batch-size", "2",
                            "--out-dir", str(dst)]) == 0
     table = load_script("compare_table")
-    assert table.main([str(tmp_path), "--command", "test"]) == 0
+    assert table.main([str(tmp_path), "--rows", "none,infini,xl", "--command", "test"]) == 0
     rows = json.loads((tmp_path / "compare.json").read_text())
-    assert [r["memory"] for r in rows] == ["infini", "none"]
-    infini, none = rows
+    assert [r["memory"] for r in rows] == ["none", "infini", "infini"]
+    none, infini, _ = rows
     assert infini["parameters"] == none["parameters"] + 2 * 2  # one gate per head
     # infini: M [2, 16, 16] + z [2, 16] per layer (float32) + the unfinished segment's k, v
     partial = (infini["test_tokens"] // 2) % 16
     assert infini["state_bytes_per_lane"] == 2 * 4 * (2 * 16 * 16 + 2 * 16 + 2 * 2 * partial * 16)
     assert none["state_bytes_per_lane"] == 2 * 4 * 2 * 2 * partial * 16
     assert none["memory_gain"] == pytest.approx(0.0, abs=1e-9)
+    md = (tmp_path / "compare.json").parent
+    text = table.table(md, ["none", "infini"], "test")[0]
+    assert "| `infini` | 2 |" in text and "| `none` | 1 |" in text
+    gain = none["test_bpc"] - infini["test_bpc"]
+    assert f"- `infini`: mean {gain:+.4f}, per seed {gain:+.4f}" in text  # only seed 1111 has a none run
+
+
+def test_compare_plan_lists_every_run_and_refuses_unknown_rows():
+    table = load_script("compare_table")
+    lines = table.plan("infini+gate+l2,xl", "3,4", str(REPO / "configs" / "tiny.yaml"), [])
+    assert lines == ["infini+gate+l2\t3\t--set model.memory=infini --set model.write_gate=true "
+                     "--set model.key_norm=l2"] + ["infini+gate+l2\t4\t--set model.memory=infini "
+                     "--set model.write_gate=true --set model.key_norm=l2"] + \
+        [f"xl\t{s}\t--set model.memory=xl --set model.mem_len=64" for s in (3, 4)]
+    for bad in ("infini+bogus", "xl+gate", "infini+gate+gate", "compressive"):
+        with pytest.raises(ValueError, match="unknown row"):
+            table.plan(bad, "", str(REPO / "configs" / "tiny.yaml"), [])
+    proc = subprocess.run(["bash", str(SCRIPTS / "compare_memory.sh"), "--rows", "infini+bogus"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "unknown row 'infini+bogus'" in proc.stderr
 
 
 def test_compare_memory_rejects_bad_arguments():
