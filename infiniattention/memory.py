@@ -283,7 +283,9 @@ def prefix_memories(
         M_s = M_{s-1} + w_s^T (V_s - W_s M_{s-1}) = U_s + (I - P_s) M_{s-1},
 
     so only a ``dk x dk`` by ``dk x dv`` product per segment remains in the loop over segments, and
-    its backward handles ``dk x dv`` gradients, never ``[B, H, N, d]`` ones.
+    its backward handles ``dk x dv`` gradients, never ``[B, H, N, d]`` ones. Keys wider than the
+    segment is long (``dpfp``; ``d_head > N``) take the cheaper ``M_{s-1} + U_s - w_s^T (W_s M_{s-1})``
+    instead, which never forms ``P_s``.
     """
     B, H, S, N, _ = k.shape
     phi = feature_map(k, opts)  # [B, H, S, N, dk]
@@ -303,14 +305,22 @@ def prefix_memories(
         return Mz[:, :, :S], last[..., :-1].clone(), last[..., -1].clone()
     z = torch.cat([z0.unsqueeze(2), z0.unsqueeze(2) + dz.cumsum(dim=2)], dim=2)  # [B, H, S + 1, dk]
     den = normaliser(phi, z[:, :, :S], opts, mass).clamp_min(opts.eps)  # [B, H, S, N, 1]
-    eye = torch.eye(dk, dtype=k.dtype, device=k.device)
-    G = eye - wT @ (phi * den.reciprocal())  # [B, H, S, dk, dk]: I - P_s
+    W = phi * den.reciprocal()  # [B, H, S, N, dk]
     dv = v.size(-1)
     Ms = [M0.reshape(B * H, dk, dv)]
-    # unbind, not G[:, :, s]: the backward of S slices would zero-fill S full-size gradients.
-    for G_s, U_s in zip(G.reshape(B * H, S, dk, dk).unbind(1), U.reshape(B * H, S, dk, dv).unbind(1),
-                        strict=True):
-        Ms.append(torch.baddbmm(U_s, G_s, Ms[-1]))  # U_s + (I - P_s) M_{s-1}
+    # unbind, not [:, :, s]: the backward of S slices would zero-fill S full-size gradients.
+    U_seg = U.reshape(B * H, S, dk, dv).unbind(1)
+    if 2 * N * dv < dk * (N + dv):
+        # Wide keys (dpfp: dk = 6 d_head): M_{s-1} + U_s - w_s^T (W_s M_{s-1}) never forms the dk x dk
+        # matrix P_s, two N-wide products instead (4 N dk dv flops against 2 dk^2 (N + dv)).
+        for wT_s, W_s, U_s in zip(wT.reshape(B * H, S, dk, N).unbind(1), W.reshape(B * H, S, N, dk).unbind(1),
+                                  U_seg, strict=True):
+            Ms.append(torch.baddbmm(Ms[-1] + U_s, wT_s, torch.bmm(W_s, Ms[-1]), alpha=-1.0))
+    else:
+        eye = torch.eye(dk, dtype=k.dtype, device=k.device)
+        G = eye - wT @ W  # [B, H, S, dk, dk]: I - P_s
+        for G_s, U_s in zip(G.reshape(B * H, S, dk, dk).unbind(1), U_seg, strict=True):
+            Ms.append(torch.baddbmm(U_s, G_s, Ms[-1]))  # U_s + (I - P_s) M_{s-1}
     M = torch.stack(Ms[:S], dim=1).reshape(B, H, S, dk, dv)
     return augment(M, z[:, :, :S]), Ms[S].reshape(B, H, dk, dv), z[:, :, S].clone()
 
