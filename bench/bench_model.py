@@ -59,13 +59,13 @@ from common import git_commit, peak_since, print_table, reset_peak, sync, write_
 from flops import StepShape, forward_flops, train_flops  # noqa: E402
 
 from infiniattention import InfiniTransformerLM  # noqa: E402
-from infiniattention.config import ModelConfig  # noqa: E402
+from infiniattention.config import ModelConfig, memory_settings  # noqa: E402
 from infiniattention.dropout import use_fast_dropout  # noqa: E402
 from infiniattention.training.config import ConfigError, RunConfig, load_config  # noqa: E402
 from infiniattention.training.evaluate import precision_autocast  # noqa: E402
 from infiniattention.training.optim import build_optimizer  # noqa: E402
 
-MODES = ("infini", "xl", "none")
+SWITCHES = ("compile", "fastdrop")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -73,8 +73,10 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def mode_config(cfg: RunConfig, mode: str) -> ModelConfig:
-    """The run's model config in memory mode ``mode`` (xl forces xl positions)."""
-    return replace(cfg.model, memory=mode, pos="xl" if mode == "xl" else cfg.model.pos)
+    """The run's model config with memory ``mode``: infini, xl, none, or infini+OPTION+... (a memory
+    label, e.g. infini+gate+corrected; xl forces xl positions)."""
+    settings = memory_settings(mode)
+    return replace(cfg.model, **settings, pos="xl" if settings["memory"] == "xl" else cfg.model.pos)
 
 
 CLOCK = time.perf_counter
@@ -269,8 +271,9 @@ def peak_memory(args: argparse.Namespace, variant: str) -> int | None:
 def build_runner(args: argparse.Namespace, cfg: RunConfig, device: torch.device, variant: str) -> Runner:
     if variant == "txl-original":
         return TXLRunner(import_txl(Path(args.txl_repo)), cfg, device, args.seed)
-    mode, *extra = variant.split("+")
-    return OurRunner(cfg, mode, device, compiled="compile" in extra, fast_dropout="fastdrop" in extra,
+    words = variant.split("+")
+    mode = "+".join(w for w in words if w not in SWITCHES)
+    return OurRunner(cfg, mode, device, compiled="compile" in words, fast_dropout="fastdrop" in words,
                      seed=args.seed)
 
 
@@ -278,8 +281,10 @@ def variants_of(args: argparse.Namespace) -> list[str]:
     """``mode[+compile][+fastdrop]`` for every mode and the chosen switches, then the original."""
     modes = [m for m in args.modes.split(",") if m]
     for m in modes:
-        if m not in MODES:
-            raise SystemExit(f"error: unknown mode {m!r}; choose from {', '.join(MODES)}")
+        try:
+            memory_settings(m)
+        except ValueError as err:
+            raise SystemExit(f"error: {err}") from None
     switches = {"off": [""], "on": ["+{}"], "both": ["", "+{}"]}
     out = []
     for m in modes:
@@ -296,7 +301,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--config", required=True,
                     help="YAML config (model, data.batch_size, data.tgt_len, optim)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
-    ap.add_argument("--modes", default="infini,xl,none", help="comma-separated memory modes")
+    ap.add_argument("--modes", default="infini,xl,none",
+                    help="comma-separated memory modes: infini, xl, none, or infini with options joined by "
+                    "'+' (gate, corrected, dpfp, l2), e.g. infini,infini+gate,infini+dpfp,none")
     ap.add_argument("--txl-repo", default=None, help="checkout of kimiyoung/transformer-xl to time as well")
     ap.add_argument("--compile", default="off", choices=["off", "on", "both"], help="torch.compile the model")
     ap.add_argument("--fast-dropout", default="off", choices=["off", "on", "both"],
@@ -404,6 +411,9 @@ def main(argv: list[str] | None = None) -> None:
     ratios = {}
     if "infini" in by and "none" in by:
         ratios["time_infini_over_none"] = by["infini"]["step_s"] / by["none"]["step_s"]
+    for v in variants:  # each memory option against the paper's memory
+        if v.startswith("infini+") and not any(w in SWITCHES for w in v.split("+")) and "infini" in by:
+            ratios[f"time_{v}_over_infini"] = by[v]["step_s"] / by["infini"]["step_s"]
     if "txl-original" in by:
         for v in variants:
             if v != "txl-original":

@@ -15,10 +15,15 @@ are not matmuls, so they are not what a matmul ceiling measures). Per layer and 
   counts for SDPA, used by the test of this module);
 - xl position term ``(q + v) R_{i-j}``: one more ``2 d_head`` per pair and head, and the projection
   ``R = W_R sinusoid`` of the ``mem_len + N`` distances, once per call;
-- memory, eqs. 7-9 (infini), per segment, head and lane: the read ``s(Q) [M | z]``:
-  ``2 N d (d + 1)``; the delta write's retrieval ``s(K) [M | z]``: ``2 N d (d + 1)``; the write
-  ``s(K)^T V'``: ``2 N d d`` (linear rule: the write only); ``dense`` also counts the ``2 d^3`` of
-  the ``(I - P_s) M_{s-1}`` product by which the layer evaluates the delta rule;
+- memory, eqs. 7-9 (infini), per segment, head and lane, with ``dk`` the key features (``d_head``;
+  ``6 d_head`` with ``feature: dpfp``) and ``d = d_head``: the read ``phi(Q) [M | z]``:
+  ``2 N dk (d + 1)``; the delta write's retrieval ``phi(K) [M | z]``: ``2 N dk (d + 1)``; the write
+  ``phi(K)^T V'``: ``2 N dk d`` (linear rule: the write only); the corrected normaliser's gamma and
+  denominator floor ``phi(K) z``, ``phi(K) mass``: ``2 * 2 N dk``. ``dense`` counts what the layer
+  computes for the delta rule instead of the retrieval: ``P_s = w^T W``, ``2 N dk^2``, and the
+  ``(I - P_s) M_{s-1}`` product, ``2 dk^2 d`` (``dk <= N``-ish keys), or ``W M_{s-1}`` and
+  ``w^T (W M_{s-1})``, ``2 * 2 N dk d`` (wider keys, see ``memory.prefix_memories``);
+- the write gate (``write_gate``): ``2 D n_head`` per token;
 - output head: ``2 D V`` per token (adaptive softmax: the head cluster and the cluster logits).
 """
 
@@ -27,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from infiniattention.config import ModelConfig
+from infiniattention.memory import MemoryOptions
 
 
 @dataclass(frozen=True)
@@ -73,14 +79,21 @@ def forward_flops(cfg: ModelConfig, shape: StepShape, attention: str = "causal")
         pos = 2 * dh * pairs + 2 * table * D * inner
     mem = 0
     if cfg.memory == "infini":
+        dk = MemoryOptions(feature=cfg.feature).key_dim(dh)
         full = T // N
-        read = sum(2 * L * dh * (dh + 1) for L in segs)
-        write = full * N * (2 * dh * dh + (2 * dh * (dh + 1) if cfg.update == "delta" else 0))
-        if attention == "dense" and cfg.update == "delta":
-            # the layer computes the delta rule as M_s = U_s + (I - P_s) M_{s-1}: the same products
-            # of the N tokens, plus one dk x dk by dk x dv product per segment (not model FLOPs)
-            write += full * 2 * dh * dh * dh
+        read = sum(2 * L * dk * (dh + 1) for L in segs)
+        write = full * N * 2 * dk * dh
+        if cfg.update == "delta":
+            write += full * N * 2 * dk * (1 if attention == "dense" else dh + 1)
+            if cfg.normalizer == "corrected":
+                write += full * 2 * 2 * N * dk
+            if attention == "dense":  # what prefix_memories computes in place of the retrieval
+                if 2 * N * dh < dk * (N + dh):
+                    write += full * 2 * 2 * N * dk * dh
+                else:
+                    write += full * (2 * N * dk * dk + 2 * dk * dk * dh)
         mem = B * H * (read + write)
+        proj += 2 * n * D * H if cfg.write_gate else 0
     if cfg.adaptive and cfg.cutoffs:
         head = 2 * n * D * (cfg.cutoffs[0] + len(cfg.cutoffs))
     else:

@@ -9,6 +9,9 @@ from .memory import FEATURES, KEY_NORMS, NORMALIZERS, MemoryOptions
 MEMORY_MODES = ("infini", "xl", "none")
 UPDATE_RULES = ("delta", "linear")
 MEMORY_OPTIONS = ("normalizer", "feature", "key_norm", "write_gate")  # infini mode only
+# The words of a memory label (ModelConfig.memory_label) and the option each one sets.
+LABEL_WORDS = {"gate": ("write_gate", True), "corrected": ("normalizer", "corrected"),
+               "dpfp": ("feature", "dpfp"), "l2": ("key_norm", "l2")}
 POSITIONAL = ("rope", "xl", "none")
 ACTIVATIONS = ("relu", "gelu")
 
@@ -100,9 +103,9 @@ class ModelConfig:
         ``infini`` with its options, e.g. ``infini+gate+corrected+dpfp+l2``."""
         if self.memory != "infini":
             return self.memory
-        options = [("gate", self.write_gate), (self.normalizer, self.normalizer != "sum"),
-                   (self.feature, self.feature != "elu"), (self.key_norm, self.key_norm != "none")]
-        return "+".join(["infini", *(name for name, on in options if on)])
+        words = [w for w, (name, value) in LABEL_WORDS.items() if getattr(self, name) == value]
+        return "+".join(["infini", *words])
+
 
     def validate(self) -> None:
         """Raise ValueError naming the field and the rule it breaks."""
@@ -163,3 +166,14 @@ class ModelConfig:
 def _choice(name: str, value: str, valid: tuple[str, ...]) -> None:
     if value not in valid:
         raise ValueError(f"model.{name} must be one of {', '.join(valid)}; got {value!r}")
+
+
+def memory_settings(label: str) -> dict[str, object]:
+    """The ModelConfig fields of a memory label, the inverse of ``ModelConfig.memory_label``:
+    ``"infini+gate+l2"`` -> ``{"memory": "infini", "write_gate": True, "key_norm": "l2"}``."""
+    mode, *words = label.split("+")
+    if mode not in MEMORY_MODES or (words and mode != "infini") or len(set(words)) != len(words) \
+            or any(w not in LABEL_WORDS for w in words):
+        raise ValueError(f"unknown memory {label!r}: use infini, xl, none, or infini+OPTION+... with OPTION "
+                         f"in {', '.join(LABEL_WORDS)}")
+    return {"memory": mode, **dict(LABEL_WORDS[w] for w in words)}

@@ -27,21 +27,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from infiniattention.config import memory_settings  # noqa: E402
 from infiniattention.training.evaluate import load_for_inference  # noqa: E402
-
-OPTIONS = {"gate": "model.write_gate=true", "corrected": "model.normalizer=corrected",
-           "dpfp": "model.feature=dpfp", "l2": "model.key_norm=l2"}
 
 
 def row_sets(row: str, segment_len: int) -> list[str]:
-    """The --set arguments of a row: infini, xl, none, or infini+OPTION+... (OPTIONS)."""
-    mode, *options = row.split("+")
-    if mode not in ("infini", "xl", "none") or (options and mode != "infini") \
-            or any(o not in OPTIONS for o in options) or len(set(options)) != len(options):
-        raise ValueError(f"unknown row {row!r}: use infini, xl, none, or infini+OPTION+... with OPTION in "
-                         f"{', '.join(OPTIONS)}")
-    sets = [f"model.memory={mode}"] + [OPTIONS[o] for o in options]
-    if mode == "xl":
+    """The --set arguments of a row: infini, xl, none, or infini+OPTION+... (a memory label)."""
+    try:
+        settings = memory_settings(row)
+    except ValueError as err:
+        raise ValueError(str(err).replace("unknown memory", "unknown row")) from None
+    sets = [f"model.{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in settings.items()]
+    if settings["memory"] == "xl":
         sets.append(f"model.mem_len={segment_len}")
     return sets
 

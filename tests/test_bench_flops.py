@@ -47,10 +47,14 @@ def counted(cfg: ModelConfig, B: int, T: int, state_steps: int = 0) -> int:
     dict(memory="none", pos="rope"),
     dict(memory="infini", update="delta", pos="rope"),
     dict(memory="infini", update="linear", pos="none"),
+    dict(memory="infini", update="delta", pos="rope", write_gate=True, normalizer="corrected", key_norm="l2"),
+    dict(memory="infini", update="delta", pos="rope", feature="dpfp", normalizer="corrected"),
+    dict(memory="infini", update="linear", pos="none", feature="dpfp", write_gate=True),
+    dict(memory="infini", update="delta", pos="none", segment_len=32),
 ])
 @pytest.mark.parametrize("T", [8, 24])
 def test_dense_count_matches_torch_flop_counter(kw: dict, T: int) -> None:
-    cfg = ModelConfig(**SHAPE, **kw)
+    cfg = ModelConfig(**{**SHAPE, **kw})
     assert forward_flops(cfg, StepShape(3, T), "dense")["total"] == counted(cfg, 3, T)
 
 

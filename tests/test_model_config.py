@@ -166,3 +166,19 @@ def test_corrected_normaliser_needs_the_delta_rule_and_write_gate_a_bool():
     with pytest.raises(ValueError, match="write_gate must be true or false"):
         config(write_gate="yes")
     config(normalizer="corrected", update="delta", feature="dpfp", key_norm="l2", write_gate=True)
+
+
+@pytest.mark.parametrize("label", ["infini", "xl", "none", "infini+gate", "infini+corrected+l2",
+                                   "infini+gate+corrected+dpfp+l2"])
+def test_memory_label_and_settings_are_inverse(label):
+    from infiniattention.config import memory_settings
+
+    assert config(**memory_settings(label)).memory_label() == label
+
+
+@pytest.mark.parametrize("label", ["infini+bogus", "xl+gate", "infini+gate+gate", "compressive", ""])
+def test_unknown_memory_labels_are_refused(label):
+    from infiniattention.config import memory_settings
+
+    with pytest.raises(ValueError, match="unknown memory"):
+        memory_settings(label)
