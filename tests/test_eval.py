@@ -60,3 +60,42 @@ def test_generate_script(ckpt):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("The ") and len(proc.stdout.strip()) > 4
+
+
+def test_a_checkpoint_with_memory_options_needs_no_flag_repeated(tmp_path, capsys):
+    """Trained with every memory option: eval.py, generate.py, the passkey eval and the memory probe
+    take them from the checkpoint; the run resumes from its own config.yaml with no option flag."""
+    import eval as eval_cli
+    import train
+    from infiniattention.training.checkpoint import load
+
+    run = tmp_path / "run"
+    options = {"model.write_gate": True, "model.normalizer": "corrected", "model.feature": "dpfp",
+               "model.key_norm": "l2", "model.dropout": 0.0}
+    assert run_train(run, **{"train.max_steps": 4, **options}) == 0
+    ckpt = run / "ckpt_00000004.pt"
+    assert load(ckpt)["config"]["model"]["feature"] == "dpfp"
+    out = tmp_path / "r.json"
+    assert eval_cli.main(["--checkpoint", str(ckpt), "--split", "valid", "--max-tokens", "200",
+                          "--out", str(out)]) == 0
+    assert math.isfinite(json.loads(out.read_text())["bpc"])
+    # resume from the run's own resolved config: the options come with it
+    assert train.main(["--config", str(run / "config.yaml"), "--run-dir", str(run), "--no-progress",
+                       "--set", "train.max_steps=6"]) == 0
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line)["kind"] == "train"]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    capsys.readouterr()
+    last = str(run / "ckpt_00000006.pt")
+    for cmd in (["generate.py", "--checkpoint", last, "--prompt", "The ", "--max-new-tokens", "10"],
+                ["passkey.py", "eval", "--checkpoint", last, "--lengths", "300", "--depths", "0",
+                 "--instances", "1", "--out-dir", str(tmp_path / "pk")],
+                ["memory_probe.py", "--checkpoint", last, "--lengths", "300", "--keys", "1", "--out-dir",
+                 str(tmp_path / "probe")]):
+        proc = subprocess.run([sys.executable, f"scripts/{cmd[0]}", *cmd[1:]], cwd=REPO, env=subprocess_env(),
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, (cmd[0], proc.stderr)
+    assert json.loads((tmp_path / "pk" / "passkey.json").read_text())["memory_label"] == \
+        "infini+gate+corrected+dpfp+l2"
+    assert json.loads((tmp_path / "probe" / "memory_probe.json").read_text())["memory"] == \
+        "infini+gate+corrected+dpfp+l2"
