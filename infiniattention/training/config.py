@@ -314,7 +314,7 @@ def _check_sections(d: Any, where: str = "", extra_sections: tuple[str, ...] = (
         raise ConfigError(f"{where}a config must be a mapping of sections, got {type(d).__name__}")
     for section, values in d.items():
         if section not in SECTIONS and section not in extra_sections:
-            raise _unknown("section", str(section), [*SECTIONS, *extra_sections])
+            raise ConfigError(f"{where}{_unknown('section', str(section), [*SECTIONS, *extra_sections])}")
         if values is not None and not isinstance(values, dict):
             raise ConfigError(f"{where}config section {section!r} must be a mapping of keys to values, "
                               f"got {values!r}")
