@@ -154,7 +154,8 @@ def test_kill9_of_the_lock_holder_then_the_same_command_resumes(tmp_path):
         while not ckpt_io.list_checkpoints(run) and proc.poll() is None and time.time() < deadline:
             time.sleep(0.05)
         assert proc.poll() is None, "the training ended before it was killed"
-        assert_one_line(train(run, **sets), 2, "in use by another training", f"PID {proc.pid}")
+        refused = train(run, **{**sets, "train.max_steps": 3})
+        assert_one_line(refused, 2, "in use by another training", f"PID {proc.pid}")
     finally:
         proc.kill()
         proc.wait()
@@ -213,6 +214,7 @@ def test_three_concurrent_prepares_of_the_sample_all_succeed_with_one_result(tmp
     procs = [subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True) for _ in range(3)]
     errs = [p.communicate(timeout=300)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], errs
+    assert sum("preparing protocol" in err for err in errs) == 1, errs  # the others waited, then found it
     _assert_consistent(data / "enwik8-sample")
     assert sorted(p.name for p in data.iterdir()) == [".enwik8-sample.lock", "enwik8-sample"]  # no build left
 
@@ -234,7 +236,7 @@ def _assert_consistent(folder: Path) -> Corpus:
     """meta.json describes exactly the files beside it."""
     corpus = Corpus(folder)
     assert corpus.meta["tokens"] == {s: len(corpus.split(s)) for s in ("train", "valid", "test")}
-    files = corpus.meta["files"]
+    files = corpus.meta.get("files", {})
     assert {name: sha256(folder / name) for name in PREPARED_FILES} == {n: files[n]["sha256"] for n in files}
     return corpus
 
