@@ -577,6 +577,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as err:
         logger.error("error: %s", err)
         return 1
+    except KeyboardInterrupt:  # e.g. while waiting for another preparation: a finished folder is intact
+        logger.error("error: interrupted (Ctrl-C); run the same command again to finish the preparation")
+        return 130
     return 0
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import resource
 import shlex
 import sys
@@ -37,6 +36,7 @@ from infiniattention.training.config import (  # noqa: E402
     config_from_dict,
     parse_override,
     read_config_file,
+    write_text_atomic,
 )
 from infiniattention.training.distributed import select_device, teardown  # noqa: E402
 from infiniattention.training.errors import DiskFullError, UserError  # noqa: E402
@@ -106,24 +106,14 @@ def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
     trainer = PasskeyTrainer(cfg, run_dir, task, init_from=args.init, resume=args.resume,
                              command=" ".join(["python scripts/passkey.py", *map(shlex.quote, kept)]),
                              progress=not args.no_progress, allow_data_change=args.allow_data_change)
-    if trainer.env.is_main and trainer.finished is None:
-        try:
-            _write_atomic(run_dir / "passkey.yaml", yaml.safe_dump(dataclasses.asdict(task), sort_keys=False))
-        except BaseException:
-            trainer.close()
-            raise
-    trainer.fit()
-    return 0
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write `text` to a temporary file beside `path`, then rename it: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        if trainer.env.is_main and trainer.finished is None:  # a finished run's files stay as they are
+            task_yaml = yaml.safe_dump(dataclasses.asdict(task), sort_keys=False)
+            write_text_atomic(run_dir / "passkey.yaml", task_yaml)
+        trainer.fit()
     finally:
-        tmp.unlink(missing_ok=True)
+        trainer.close()  # the run folder's lock, also when the write above fails
+    return 0
 
 
 # ------------------------------------------------------------------------------------------------
