@@ -52,7 +52,7 @@ class HolderLock:
     def holder(self) -> dict[str, Any] | None:
         """The record of the process holding the lock now (None if there is none or it is unreadable)."""
         try:
-            return _parse(self.path.read_text(encoding="utf-8"))
+            return _parse(self.path.read_text(encoding="utf-8", errors="replace"))
         except OSError:
             return None
 
@@ -87,7 +87,7 @@ class HolderLock:
 
     def _take(self, *, blocking: bool) -> bool:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        f = os.fdopen(fd, "r+", encoding="utf-8")
+        f = os.fdopen(fd, "r+", encoding="utf-8", errors="replace")  # a damaged record is no error
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
         except BlockingIOError:

@@ -320,9 +320,11 @@ def _files_problem(out_dir: Path, meta: dict) -> str | None:
     recorded = meta.get("files")
     if not isinstance(recorded, dict):
         return f"{out_dir / 'meta.json'} records no file digests (prepared by an older version)"
+    if set(recorded) != set(PREPARED_FILES):
+        return f"{out_dir / 'meta.json'} records other files than {', '.join(PREPARED_FILES)}"
     edited = changed(recorded, fingerprint(out_dir, trusted=[recorded]))
-    if edited or set(recorded) != set(PREPARED_FILES):
-        return f"{out_dir / (edited or ['meta.json'])[0]} changed since it was prepared (its sha256 differs)"
+    if edited:
+        return f"{out_dir / edited[0]} changed since it was prepared (its sha256 differs)"
     return None
 
 

@@ -82,6 +82,10 @@ def test_holder_lock_names_its_holder_and_a_killed_holder_frees_it(tmp_path):
     again = HolderLock(path)
     assert again.try_acquire() and again.previous is None  # a clean release leaves no record
     again.release()
+    path.write_bytes(b"\xff\xfe not a record")  # damaged by hand: no record, and no error
+    damaged = HolderLock(path)
+    assert damaged.holder() is None and damaged.try_acquire() and damaged.previous is None
+    damaged.release()
 
 
 def test_a_second_training_is_refused_naming_the_holder_and_kill9_frees_the_folder(tmp_path):
