@@ -25,7 +25,7 @@ import time
 
 from infiniattention.training.cli import ArgumentParser, check_eval_args, check_lanes, cli_entry, exit_with
 from infiniattention.training.distributed import DistEnv, setup, teardown
-from infiniattention.training.errors import UserError
+from infiniattention.training.errors import DiskFullError, UserError
 from infiniattention.training.evaluate import evaluate, load_for_inference, load_stream, precision_autocast
 from infiniattention.training.metrics import quality
 
@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
     p.add_argument("--out", help="also write the result as JSON to this file")
+    p.add_argument("--allow-data-change", action="store_true",
+                   help="evaluate a split whose file differs from the one the checkpoint was trained on "
+                        "(refused otherwise; the result then says so)")
     return p
 
 
@@ -71,7 +74,7 @@ def run(args: argparse.Namespace, env: DistEnv) -> int:
         model, vocab, cfg, ckpt = load_for_inference(args.checkpoint, env.device, overrides)
         data, label, extra = load_stream(
             ckpt, cfg, split=args.split, text=args.text, data_dir=args.data_dir, dataset=args.dataset,
-            checkpoint=args.checkpoint,
+            checkpoint=args.checkpoint, allow_data_change=args.allow_data_change,
         )
     except (FileNotFoundError, ValueError) as err:  # a missing file, a flag that does not apply
         raise UserError(str(err)) from err
@@ -108,9 +111,22 @@ def run(args: argparse.Namespace, env: DistEnv) -> int:
               f"{unknown} | {batch_size} lane(s) x {tgt_len} tokens per call | {settings} | "
               f"step {result['step']} | {seconds:.1f}s")
         if args.out:
-            with open(args.out, "w", encoding="utf-8") as f:
-                json.dump(result, f, indent=2)
+            write_result(args.out, result)
     return 0
+
+
+def write_result(path: str, result: dict) -> None:
+    """--out: the result as JSON; a failed write is one line (the result above is printed already, so
+    there is nothing to resume: the advice is to run the evaluation again)."""
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
+    except OSError as err:
+        if DiskFullError.matches(err):
+            err.filename = err.filename or path
+            raise DiskFullError.from_os_error(err, advice="free some space and run the evaluation again") \
+                from err
+        raise UserError(f"--out {path} cannot be written: {err.strerror}") from err
 
 
 if __name__ == "__main__":

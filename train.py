@@ -31,12 +31,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "holds checkpoints, unless --overwrite), or a checkpoint path")
     p.add_argument("--overwrite", action="store_true",
                    help="start afresh in a used run folder: its earlier files are moved into a sub-folder")
+    p.add_argument("--allow-data-change", action="store_true",
+                   help="train on data that differs from what the checkpoint was trained on, or that changed "
+                        "since getdata.sh prepared it (refused otherwise); logged in train.log and "
+                        "metrics.jsonl")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
     return p
 
 
 def resume_command(argv: list[str]) -> str:
-    """The command that continues this run (`--resume auto` is the default, so it is the same one)."""
+    """The command that continues this run (`--resume auto` is the default, so it is the same one).
+    `--overwrite` and `--allow-data-change` are dropped: each applies to the start it was given to."""
     kept, skip = [], False
     for arg in argv:
         if skip:
@@ -45,7 +50,7 @@ def resume_command(argv: list[str]) -> str:
         if arg == "--resume":
             skip = True
             continue
-        if arg.startswith("--resume=") or arg == "--overwrite":
+        if arg.startswith("--resume=") or arg in ("--overwrite", "--allow-data-change"):
             continue
         kept.append(arg)
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -64,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, args.set)
         run_dir = Path(args.run_dir or Path("runs") / (Path(args.config).stem if args.config else "default"))
         trainer = Trainer(cfg, run_dir, resume=args.resume, overwrite=args.overwrite,
-                          command=resume_command(argv), progress=not args.no_progress)
+                          command=resume_command(argv), progress=not args.no_progress,
+                          allow_data_change=args.allow_data_change)
         trainer.fit()
     finally:
         teardown()

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from .fingerprint import PREPARED_FILES, changed, fingerprint
 from .vocab import Vocab
 
 SPLITS = ("train", "valid", "test")
@@ -37,8 +40,12 @@ class Corpus:
         self.name = self.path.name
         meta_path = self.path / "meta.json"
         hint = _prepare_hint(self.name, self.path.parent)
+        self.prepare_command = hint  # what prepares this corpus again, for messages
         if not meta_path.is_file():
             # meta.json is written last by prepare, so without it the folder is missing or unfinished.
+            if self.path.is_dir():
+                raise CorpusNotFoundError(f"{self.path} is not completely prepared ({meta_path} is missing: "
+                                          f"the preparation was interrupted or is running): run `{hint}`")
             raise CorpusNotFoundError(f"{self.path} not found: run `{hint}`")
         self.meta: dict = _read_json(meta_path, hint)
         vocab_dict = _read_json(self.path / "vocab.json", hint)
@@ -65,6 +72,20 @@ class Corpus:
         if name not in self._splits:
             raise KeyError(f"unknown split {name!r}; valid splits: {', '.join(SPLITS)}")
         return self._splits[name]
+
+    def fingerprint(
+        self, trusted: Mapping[str, Any] | None = None, names: Sequence[str] = PREPARED_FILES
+    ) -> dict[str, dict[str, Any]]:
+        """The digest records of the corpus's files (`data_utils.fingerprint`). A file is only read when
+        its stat signature is neither the one meta.json recorded nor the one in `trusted` (a
+        checkpoint's records)."""
+        return fingerprint(self.path, names, [self.meta.get("files"), trusted])
+
+    def edited(self, current: Mapping[str, Mapping[str, Any]]) -> list[str]:
+        """The files of `current` (see `fingerprint`) that differ from what getdata.sh recorded in
+        meta.json; none for a meta.json of an older version, which records no digests."""
+        recorded = self.meta.get("files")
+        return changed(recorded, current) if isinstance(recorded, Mapping) else []
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{s}={len(a):,}" for s, a in self._splits.items())

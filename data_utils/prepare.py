@@ -5,7 +5,14 @@ Output per dataset, in `<data-dir>/<name>/`:
   can be prepared later without a download);
 - `train.npy`, `valid.npy`, `test.npy`: flat token ids in the smallest fitting unsigned type;
 - `vocab.json` (`Vocab.to_dict()`), and `meta.json`, written last: its presence marks a finished
-  preparation, so an interrupted run is never mistaken for a finished one.
+  preparation, so an interrupted run is never mistaken for a finished one. It records the size, sha256
+  and stat signature of every file above (`data_utils.fingerprint`): a file edited later no longer
+  matches, and the next `getdata.sh` prepares the dataset again instead of saying "nothing to do".
+
+Each preparation builds its files in a temporary folder beside the dataset (`.<name>.build-<pid>`) and
+moves them into place while holding the dataset's lock (`.<name>.lock` beside it, naming its holder): a
+second preparation of the same name waits for the first, then finds the result prepared (or prepares
+its own settings after it), so two preparations never mix their files. Downloads stay in `raw/`.
 
 Protocols (the name is stored in meta.json):
 - enwik8 `txl` (default): Transformer-XL's. Split bytes [0, 90M) / [90M, 95M) / [95M, 100M), then drop
@@ -29,12 +36,15 @@ from __future__ import annotations
 
 import argparse
 import array
+import contextlib
+import glob
 import json
 import logging
 import os
+import shutil
 import sys
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +52,8 @@ import numpy as np
 from . import download
 from .corpus import SPLITS
 from .datasets import DEFAULT_DATASETS, REGISTRY, DatasetSpec, Expected
+from .fingerprint import PREPARED_FILES, changed, fingerprint, stat_signature
+from .locking import HolderLock, describe
 from .vocab import EOS, UNK, Vocab
 
 logger = logging.getLogger(__name__)
@@ -226,10 +238,8 @@ def prepare_words(paths: Sequence[Path]) -> tuple[list[np.ndarray], Vocab]:
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
-    part = path.with_name(path.name + ".part")
-    with open(part, "wb") as f:
+    with open(path, "wb") as f:
         np.save(f, np.ascontiguousarray(arr))
-    os.replace(part, path)
 
 
 def _save_json(path: Path, obj: dict) -> None:
@@ -238,14 +248,45 @@ def _save_json(path: Path, obj: dict) -> None:
     os.replace(part, path)
 
 
+@contextlib.contextmanager
+def dataset_lock(out_dir: Path) -> Iterator[None]:
+    """Hold the lock of dataset folder `out_dir` (the file `.<name>.lock` beside it), waiting (with a
+    line naming the holder's PID) while another preparation of the same name holds it. Build folders
+    that killed preparations left behind are removed: no one else can be building now."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock = HolderLock(out_dir.parent / f".{out_dir.name}.lock")
+    lock.acquire(on_wait=lambda holder: logger.info(
+        "%s is being prepared by %s: waiting for it to finish", out_dir, describe(holder)))
+    try:
+        for stale in out_dir.parent.glob(f".{glob.escape(out_dir.name)}.build-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        yield
+    finally:
+        lock.release()
+
+
 def write_prepared(out_dir: Path, splits: Sequence[np.ndarray], vocab: Vocab, meta: dict) -> dict:
-    """Write the three splits, vocab.json, then meta.json (last: it marks the folder as complete)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "meta.json").unlink(missing_ok=True)
-    dtype = vocab.dtype()
-    for name, arr in zip(SPLITS, splits, strict=True):
-        _save_npy(out_dir / f"{name}.npy", arr.astype(dtype, copy=False))
-    _save_json(out_dir / "vocab.json", vocab.to_dict())
+    """Build the three splits and vocab.json in a folder beside `out_dir`, move them into `out_dir`, then
+    write meta.json (last: it marks the folder as complete) with every file's digest record.
+
+    The caller holds `dataset_lock(out_dir)`, so no other preparation moves files in meanwhile.
+    """
+    build = out_dir.parent / f".{out_dir.name}.build-{os.getpid()}"
+    build.mkdir(parents=True)
+    try:
+        dtype = vocab.dtype()
+        for name, arr in zip(SPLITS, splits, strict=True):
+            _save_npy(build / f"{name}.npy", arr.astype(dtype, copy=False))
+        _save_json(build / "vocab.json", vocab.to_dict())
+        digests = fingerprint(build)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "meta.json").unlink(missing_ok=True)
+        for name in PREPARED_FILES:
+            os.replace(build / name, out_dir / name)
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+    # The stat signature after the move (a rename changes ctime): the one a reader will see.
+    files = {name: {**digests[name], "stat": stat_signature(out_dir / name)} for name in PREPARED_FILES}
     meta = {
         "format_version": FORMAT_VERSION,
         **meta,
@@ -254,6 +295,7 @@ def write_prepared(out_dir: Path, splits: Sequence[np.ndarray], vocab: Vocab, me
         "vocab_kind": vocab.kind,
         "vocab_digest": vocab.digest(),
         "dtype": dtype.name,
+        "files": files,
     }
     _save_json(out_dir / "meta.json", meta)
     return meta
@@ -263,36 +305,86 @@ def _read_meta(out_dir: Path) -> dict | None:
     meta_path = out_dir / "meta.json"
     if not meta_path.is_file():
         return None
-    if not all((out_dir / f).is_file() for f in ("vocab.json", *(f"{s}.npy" for s in SPLITS))):
-        return None
     try:
-        return json.loads(meta_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
+    return meta if isinstance(meta, dict) else None
 
 
-def is_prepared(out_dir: Path, spec: DatasetSpec, protocol: str) -> bool:
-    """True when `out_dir` holds a finished preparation of `spec` with `protocol` and today's settings
-    (format version, split bounds, and the source hashes the registry expects, where it knows them)."""
+def _files_problem(out_dir: Path, meta: dict) -> str | None:
+    """Why the prepared files of `out_dir` cannot be trusted (None when they match meta.json's digests)."""
+    missing = [name for name in PREPARED_FILES if not (out_dir / name).is_file()]
+    if missing:
+        return f"{out_dir / missing[0]} is missing"
+    recorded = meta.get("files")
+    if not isinstance(recorded, dict):
+        return f"{out_dir / 'meta.json'} records no file digests (prepared by an older version)"
+    if set(recorded) != set(PREPARED_FILES):
+        return f"{out_dir / 'meta.json'} records other files than {', '.join(PREPARED_FILES)}"
+    edited = changed(recorded, fingerprint(out_dir, trusted=[recorded]))
+    if edited:
+        return f"{out_dir / edited[0]} changed since it was prepared (its sha256 differs)"
+    return None
+
+
+def _registry_problem(out_dir: Path, spec: DatasetSpec, protocol: str) -> str | None:
+    """Why `out_dir` is not a finished preparation of `spec` with `protocol` and today's settings
+    (format version, split bounds, the source hashes the registry expects, where it knows them, and
+    files that still match their digests); "" when it was never prepared; None when it is prepared."""
     meta = _read_meta(out_dir)
     if meta is None:
-        return False
+        return ""
     if (
         meta.get("format_version") != FORMAT_VERSION
         or meta.get("dataset") != spec.name
         or meta.get("protocol") != protocol
         or meta.get("split_bounds") != (list(spec.split_bounds) if spec.split_bounds else None)
     ):
-        return False
+        return f"{out_dir} holds another protocol or version"
     sources = meta.get("sources", {})
     for src in spec.sources:
         got = sources.get(src.filename)
         if got is None:
-            return False
+            return f"{out_dir} was prepared from other sources"
         for key in ("size", "sha256", "md5"):
             want = getattr(src.expected, key)
             if want is not None and got.get(key) != want:
-                return False
+                return f"{out_dir} was prepared from other sources"
+    return _files_problem(out_dir, meta)
+
+
+def is_prepared(out_dir: Path, spec: DatasetSpec, protocol: str) -> bool:
+    """True when `out_dir` holds a finished preparation of `spec` with `protocol` and today's settings,
+    whose files still match the digests in its meta.json."""
+    return _registry_problem(out_dir, spec, protocol) is None
+
+
+def _text_problem(out_dir: Path, settings: dict) -> str | None:
+    """As `_registry_problem`, for a user's text prepared with `settings` (protocol, sources, fractions)."""
+    meta = _read_meta(out_dir)
+    if meta is None:
+        return ""
+    if meta.get("format_version") != FORMAT_VERSION or any(meta.get(k) != v for k, v in settings.items()):
+        return f"{out_dir} was prepared from other files or settings"
+    return _files_problem(out_dir, meta)
+
+
+def _nothing_to_do(what: str, out_dir: Path) -> None:
+    logger.info("%s: already prepared in %s; nothing to do", what, out_dir)
+
+
+def _must_prepare(out_dir: Path, what: str, problem: Callable[[], str | None], force: bool) -> bool:
+    """Whether `out_dir` must be prepared now (the caller holds its lock): not when it is prepared already,
+    by an earlier run or by the preparation this one waited for, unless `force`. Says why it is."""
+    if force:
+        return True
+    why = problem()
+    if why is None:
+        _nothing_to_do(what, out_dir)
+        return False
+    if why:
+        logger.info("%s: %s: preparing again", what, why)
     return True
 
 
@@ -323,32 +415,39 @@ def prepare_dataset(
     if protocol not in spec.protocols:
         raise ValueError(f"{name} has no protocol {protocol!r}; valid protocols: {', '.join(spec.protocols)}")
     out_dir = Path(data_dir) / name
-    if not force and is_prepared(out_dir, spec, protocol):
-        logger.info("%s: already prepared in %s (protocol %s); nothing to do", name, out_dir, protocol)
-        return out_dir
+    what = f"{name} (protocol {protocol})"
 
-    sources = ensure_sources(spec, out_dir / "raw", mirror, progress=progress)
-    logger.info("%s: preparing protocol %s", name, protocol)
-    paths = [sources[src.filename][0] for src in spec.sources]
-    if spec.kind == "words":
-        splits, vocab = prepare_words(paths)
-    else:
-        data = np.fromfile(paths[0], dtype=np.uint8)
-        parts = byte_splits(data, spec.split_bounds)
-        splits, vocab = (prepare_bytes if spec.kind == "bytes" else prepare_chars)(parts, protocol)
-    meta = write_prepared(
-        out_dir,
-        splits,
-        vocab,
-        {
-            "dataset": name,
-            "protocol": protocol,
-            "kind": spec.kind,
-            "split_bounds": list(spec.split_bounds) if spec.split_bounds else None,
-            "sources": {fn: info for fn, (_, info) in sources.items()},
-            "licence": spec.licence,
-        },
-    )
+    def problem() -> str | None:
+        return _registry_problem(out_dir, spec, protocol)
+
+    if not force and problem() is None:  # nothing to write, so no lock (the data folder may be read-only)
+        _nothing_to_do(what, out_dir)
+        return out_dir
+    with dataset_lock(out_dir):
+        if not _must_prepare(out_dir, what, problem, force):
+            return out_dir
+        sources = ensure_sources(spec, out_dir / "raw", mirror, progress=progress)
+        logger.info("%s: preparing protocol %s", name, protocol)
+        paths = [sources[src.filename][0] for src in spec.sources]
+        if spec.kind == "words":
+            splits, vocab = prepare_words(paths)
+        else:
+            data = np.fromfile(paths[0], dtype=np.uint8)
+            parts = byte_splits(data, spec.split_bounds)
+            splits, vocab = (prepare_bytes if spec.kind == "bytes" else prepare_chars)(parts, protocol)
+        meta = write_prepared(
+            out_dir,
+            splits,
+            vocab,
+            {
+                "dataset": name,
+                "protocol": protocol,
+                "kind": spec.kind,
+                "split_bounds": list(spec.split_bounds) if spec.split_bounds else None,
+                "sources": {fn: info for fn, (_, info) in sources.items()},
+                "licence": spec.licence,
+            },
+        )
     logger.info("%s: %s tokens, vocabulary %d -> %s", name, meta["tokens"], meta["vocab_size"], out_dir)
     return out_dir
 
@@ -385,41 +484,32 @@ def prepare_text(
             raise FileNotFoundError(f"{f} not found")
     sources = {str(f): download.verify(f, Expected()) for f in files}
     out_dir = Path(data_dir) / name
-    meta = _read_meta(out_dir)
     fractions = [float(x) for x in fractions]
-    if (
-        not force
-        and meta is not None
-        and meta.get("format_version") == FORMAT_VERSION
-        and meta.get("protocol") == protocol
-        and meta.get("sources") == sources
-        and meta.get("fractions") == (fractions if input_path is not None else None)
-    ):
-        logger.info("%s: already prepared in %s (protocol %s); nothing to do", name, out_dir, protocol)
-        return out_dir
+    bad_split = len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-9
+    if input_path is not None and bad_split:
+        raise ValueError(f"split fractions must be three positive numbers summing to 1, got {fractions}")
+    settings = {"protocol": protocol, "sources": sources,
+                "fractions": fractions if input_path is not None else None}
+    what = f"{name} (protocol {protocol})"
 
-    if input_path is not None:
-        if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-9:
-            raise ValueError(f"split fractions must be three positive numbers summing to 1, got {fractions}")
-        data = np.fromfile(files[0], dtype=np.uint8)
-        n = len(data)
-        bounds = (int(n * fractions[0]), int(n * (fractions[0] + fractions[1])), n)
-        parts = byte_splits(data, bounds)
-    else:
-        parts = [np.fromfile(f, dtype=np.uint8) for f in files]
-    splits, vocab = prepare_bytes(parts, protocol)
-    meta = write_prepared(
-        out_dir,
-        splits,
-        vocab,
-        {
-            "dataset": name,
-            "protocol": protocol,
-            "kind": "text",
-            "fractions": fractions if input_path is not None else None,
-            "sources": sources,
-        },
-    )
+    def problem() -> str | None:
+        return _text_problem(out_dir, settings)
+
+    if not force and problem() is None:  # nothing to write, so no lock
+        _nothing_to_do(what, out_dir)
+        return out_dir
+    with dataset_lock(out_dir):
+        if not _must_prepare(out_dir, what, problem, force):
+            return out_dir
+        if input_path is not None:
+            data = np.fromfile(files[0], dtype=np.uint8)
+            n = len(data)
+            bounds = (int(n * fractions[0]), int(n * (fractions[0] + fractions[1])), n)
+            parts = byte_splits(data, bounds)
+        else:
+            parts = [np.fromfile(f, dtype=np.uint8) for f in files]
+        splits, vocab = prepare_bytes(parts, protocol)
+        meta = write_prepared(out_dir, splits, vocab, {"dataset": name, "kind": "text", **settings})
     logger.info("%s: %s tokens, vocabulary %d -> %s", name, meta["tokens"], meta["vocab_size"], out_dir)
     return out_dir
 
@@ -489,6 +579,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as err:
         logger.error("error: %s", err)
         return 1
+    except KeyboardInterrupt:  # e.g. while waiting for another preparation: a finished folder is intact
+        logger.error("error: interrupted (Ctrl-C); run the same command again to finish the preparation")
+        return 130
     return 0
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -47,7 +46,7 @@ from data_utils.passkey import (  # noqa: E402
     parse_length,
 )
 from infiniattention.model import InfiniTransformerLM, ModelState  # noqa: E402
-from infiniattention.training.cli import ArgumentParser, cli_entry, exit_with  # noqa: E402
+from infiniattention.training.cli import ArgumentParser, check_out_dir, cli_entry, exit_with  # noqa: E402
 from infiniattention.training.distributed import select_device  # noqa: E402
 from infiniattention.training.errors import UserError  # noqa: E402
 from infiniattention.training.evaluate import load_for_inference  # noqa: E402
@@ -269,16 +268,12 @@ def plot(res: dict, path: Path) -> bool:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out_dir = Path(args.out_dir) if args.out_dir else Path(args.checkpoint).parent / "memory_probe"
-    try:  # before the work: an unwritable folder fails now, not after the streams
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"--out-dir {out_dir}: {err.strerror or err}") from err
-    if not os.access(out_dir, os.W_OK):
-        raise UserError(f"--out-dir {out_dir} is not writable")
+    check_out_dir("--out-dir", out_dir)  # before the streams, which can take long
     try:
         res = run(args)
     except PasskeyError as err:
         raise UserError(str(err)) from err
+    out_dir.mkdir(parents=True, exist_ok=True)
     md = markdown(res)
     print(md)
     (out_dir / "memory_probe.md").write_text(md, encoding="utf-8")

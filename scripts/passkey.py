@@ -15,6 +15,7 @@ and, with matplotlib (`pip install -e .[plots]`), `passkey.png`. See README.md, 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import resource
 import shlex
@@ -37,24 +38,23 @@ from data_utils.passkey import (  # noqa: E402
     parse_depth,
     parse_length,
 )
-from infiniattention.training.cli import cli_entry, exit_with  # noqa: E402
+from infiniattention.training.cli import ArgumentParser, check_out_dir, cli_entry, exit_with  # noqa: E402
 from infiniattention.training.config import (  # noqa: E402
-    SECTIONS,
-    ConfigError,
-    _unknown,
     apply_overrides,
     config_from_dict,
     parse_override,
+    read_config_file,
+    write_text_atomic,
 )
 from infiniattention.training.distributed import select_device, teardown  # noqa: E402
-from infiniattention.training.errors import UserError  # noqa: E402
+from infiniattention.training.errors import DiskFullError, UserError  # noqa: E402
 from infiniattention.training.evaluate import load_for_inference, precision_autocast  # noqa: E402
 from infiniattention.training.passkey import PasskeyTrainer, retrieve, task_config_from_dict  # noqa: E402
 from infiniattention.training.plots import pyplot  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train or fine-tune on passkey instances mixed with text")
     t.add_argument("--config", required=True, help="YAML config: train.py's sections plus 'passkey'")
@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", default="auto", help="auto, never, or a checkpoint path (as train.py)")
     t.add_argument("--init", help="start from the weights of this checkpoint (e.g. a text model); "
                    "optimizer and step start afresh; ignored when resuming")
+    t.add_argument("--allow-data-change", action="store_true",
+                   help="train on data that differs from what the checkpoint was trained on (as train.py)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
     e = sub.add_parser("eval", help="streamed retrieval accuracy by length and depth")
     e.add_argument("--checkpoint", required=True)
@@ -96,17 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_passkey_config(path: str, overrides: list[str]):
-    """(RunConfig, PasskeyTaskConfig, resolved dict) from the YAML file and `--set` overrides."""
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"config file {file} not found")
-    d = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-    if not isinstance(d, dict):
-        raise ConfigError(f"{file}: a config must be a mapping of sections")
+    """(RunConfig, PasskeyTaskConfig) from the YAML file and `--set` overrides, read as train.py reads its
+    config (one `error:` line for a folder, bad YAML, a key given twice, ...), plus the `passkey` section."""
+    d = read_config_file(path, extra_sections=("passkey",))
     task = dict(d.pop("passkey", None) or {})
-    for section in d:
-        if section not in SECTIONS:
-            raise _unknown("section", str(section), [*SECTIONS, "passkey"])
     rest = []
     for text in overrides:
         (section, key), value = parse_override(text)
@@ -121,16 +116,18 @@ def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
     cfg, task = load_passkey_config(args.config, args.set)
     run_dir = Path(args.run_dir or Path("runs") / Path(args.config).stem)
     kept = [a for i, a in enumerate(argv)
-            if not a.startswith("--resume") and not (i and argv[i - 1] == "--resume")]
+            if not a.startswith("--resume") and not (i and argv[i - 1] == "--resume")
+            and a != "--allow-data-change"]
     trainer = PasskeyTrainer(cfg, run_dir, task, init_from=args.init, resume=args.resume,
                              command=" ".join(["python scripts/passkey.py", *map(shlex.quote, kept)]),
-                             progress=not args.no_progress)
-    if trainer.env.is_main:
-        import dataclasses
-
-        (run_dir / "passkey.yaml").write_text(yaml.safe_dump(dataclasses.asdict(task), sort_keys=False),
-                                              encoding="utf-8")
-    trainer.fit()
+                             progress=not args.no_progress, allow_data_change=args.allow_data_change)
+    try:
+        if trainer.env.is_main and trainer.finished is None:  # a finished run's files stay as they are
+            task_yaml = yaml.safe_dump(dataclasses.asdict(task), sort_keys=False)
+            write_text_atomic(run_dir / "passkey.yaml", task_yaml)
+        trainer.fit()
+    finally:
+        trainer.close()  # the run folder's lock, also when the write above fails
     return 0
 
 
@@ -294,6 +291,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.instances < 1 or args.chunk_len < 1:
         raise PasskeyError(f"--instances and --chunk-len must be positive, got {args.instances} and "
                            f"{args.chunk_len}")
+    out_dir = Path(args.out_dir) if args.out_dir else Path(args.checkpoint).parent / "passkey_eval"
+    check_out_dir("--out-dir", out_dir)  # before the evaluation, which can take hours
     device = select_device(args.device, 0)
     model, vocab, cfg, ckpt = load_for_inference(args.checkpoint, device)
     tok = PasskeyTokens(vocab)
@@ -321,12 +320,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
               "precision": args.precision, "device": str(device), "seed": args.seed,
               "torch_threads": torch.get_num_threads(), "exact_rss": args.exact_rss,
               "seconds": round(time.time() - t0, 1), **grid}
-    out_dir = Path(args.out_dir) if args.out_dir else Path(args.checkpoint).parent / "passkey_eval"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "passkey.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
-    (out_dir / "passkey.md").write_text(markdown(result), encoding="utf-8")
-    print(markdown(result))
-    if heatmap(result, out_dir / "passkey.png"):
+    print(markdown(result))  # first: the table is on the screen whatever happens to the files
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "passkey.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
+        (out_dir / "passkey.md").write_text(markdown(result), encoding="utf-8")
+        plotted = heatmap(result, out_dir / "passkey.png")
+    except OSError as err:
+        if DiskFullError.matches(err):
+            raise DiskFullError.from_os_error(err, advice="free some space and run the evaluation again") \
+                from err
+        raise UserError(f"cannot write the results into {out_dir}: {err.strerror} (the table above is "
+                        "complete)") from err
+    if plotted:
         print(f"wrote {out_dir}/passkey.md, passkey.json and passkey.png")
     else:
         print(f"wrote {out_dir}/passkey.md and passkey.json (no heat-map: matplotlib is missing; "

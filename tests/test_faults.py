@@ -30,6 +30,7 @@ from test_train_utils import REPO, prepared_data_dir, subprocess_env, train_args
 
 from infiniattention.training import checkpoint as ckpt_io
 from infiniattention.training import faults
+from infiniattention.training.runlock import LOCK_NAME
 
 # ------------------------------------------------------------------------------------------------
 # Helpers.
@@ -117,9 +118,10 @@ def assert_same_run(a: Path, b: Path) -> None:
 
 
 def leftovers(run_dir: Path) -> list[str]:
-    """Temporary files of interrupted writes, and sub-folders of moved-aside files."""
-    return sorted(p.name for p in Path(run_dir).iterdir()
-                  if ckpt_io.TMP_RE.match(p.name) or p.name.startswith(".") or p.is_dir())
+    """Temporary files of interrupted writes, and sub-folders of moved-aside files (the run folder's lock
+    file stays: it is how one writer at a time is enforced)."""
+    return sorted(p.name for p in Path(run_dir).iterdir() if p.name != LOCK_NAME
+                  and (ckpt_io.TMP_RE.match(p.name) or p.name.startswith(".") or p.is_dir()))
 
 
 # A run of 12 steps that logs every 2, validates every 4 and checkpoints every 3 (keep 2): kills fall
@@ -213,8 +215,17 @@ def straight_inproc(tmp_path_factory):
     return run
 
 
+@pytest.fixture
+def default_sighup():
+    """SIGHUP at its default disposition during the test, whatever this process inherited (`nohup`)."""
+    previous = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    yield
+    signal.signal(signal.SIGHUP, previous)
+
+
 @pytest.mark.parametrize("fault", ["step:5:term", "eval:1:term", "write.ckpt:1:term", "written.best:2:int",
-                                   "step:7:int", "write.best:1:int"])
+                                   "step:7:int", "write.best:1:int", "step:5:hup", "write.ckpt:1:hup"])
+@pytest.mark.usefixtures("default_sighup")
 def test_signal_stops_cleanly_and_resumes_bitwise(fault, straight_inproc, tmp_path, monkeypatch):
     run = tmp_path / "run"
     monkeypatch.setenv(faults.ENV, fault)
@@ -461,6 +472,9 @@ YAML_CASES = {
     "top level list": (b"- model\n- data\n", "mapping of sections"),
     "non-utf8": (b"model:\n  n_layer: \xff\xfe\n", "not UTF-8"),
     "set as a key": (b"model: {[1]: 2}\n", "config"),
+    "key given twice": (b"data:\n  batch_size: 16\n  tgt_len: 8\n  batch_size: 8\n", "on lines 2 and 4"),
+    "section given twice": (b"model:\n  n_layer: 1\ndata:\n  tgt_len: 8\nmodel:\n  d_model: 16\n",
+                            "on lines 1 and 5"),
 }
 
 
@@ -954,3 +968,154 @@ def test_full_disk_under_train_log_prints_no_logging_traceback(tmp_path, capsys)
     handler.stream = FullDisk()
     handler.emit(logging.makeLogRecord({"msg": "step 1", "levelno": logging.INFO, "levelname": "INFO"}))
     assert capsys.readouterr().err == ""  # logging's own handler prints "--- Logging error ---" + traceback
+
+
+# ------------------------------------------------------------------------------------------------
+# Issue 22: the last tracebacks and wordings, SIGHUP, and a finished run that stays finished.
+
+
+@pytest.mark.parametrize("name", ["train.log", "metrics.jsonl", "config.yaml"])
+def test_read_only_run_files_are_one_line_and_left_alone(name, tmp_path):
+    """A PermissionError traceback before (for root, who may write anyway, a silent write)."""
+    run = tmp_path / "run"
+    assert train(run, **{**CHAIN, "train.max_steps": 3}).rc == 0
+    (run / name).chmod(0o444)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert_one_line(train(run, **{**CHAIN, "train.max_steps": 6}), 2, name, "is read-only", "chmod u+w")
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_config_folder_and_half_prepared_dataset_say_what_they_are(tmp_path):
+    assert_one_line(train(tmp_path / "run", "--config", str(tmp_path), **CHAIN), 2, "is a folder")
+    root = _data_copy(tmp_path)
+    (root / "enwik8-sample" / "meta.json").unlink()  # a preparation that was killed before its end
+    res = train(tmp_path / "run", **{**CHAIN, "data.data_dir": str(root)})
+    assert_one_line(res, 2, "not completely prepared", "meta.json is missing", "getdata.sh enwik8-sample")
+
+
+def test_eval_text_that_cannot_be_read_is_one_line(trained_ckpt, tmp_path, monkeypatch):
+    import builtins
+    import importlib
+
+    import eval as eval_cli
+
+    evaluate_mod = importlib.import_module("infiniattention.training.evaluate")  # not the function
+
+    base = ["--checkpoint", str(trained_ckpt), "--text"]
+    assert_one_line(cli(eval_cli.main, [*base, str(tmp_path)]), 2, "is a folder")  # IsADirectoryError
+    locked = tmp_path / "locked.txt"
+    locked.write_text("some text to score")
+
+    def no_permission(path, *args, **kwargs):  # chmod 000 does not stop root: the kernel's answer, here
+        if str(path) == str(locked):
+            raise PermissionError(13, "Permission denied", str(path))
+        return builtins.open(path, *args, **kwargs)
+
+    monkeypatch.setattr(evaluate_mod, "open", no_permission, raising=False)
+    assert_one_line(cli(eval_cli.main, [*base, str(locked)]), 2, "locked.txt", "Permission denied")
+    monkeypatch.setattr(sys, "stdin", None)  # what python gives a process started with fd 0 closed
+    assert_one_line(cli(eval_cli.main, [*base, "-"]), 2, "standard input is closed")
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_eval_out_on_a_full_disk_does_not_say_resume(trained_ckpt):
+    import eval as eval_cli
+
+    argv = ["--checkpoint", str(trained_ckpt), "--split", "valid", "--max-tokens", "32", "--out", "/dev/full"]
+    line = assert_one_line(cli(eval_cli.main, argv), 1, "no space left on device", "/dev/full",
+                           "run the evaluation again")
+    assert "resume" not in line
+
+
+def _passkey_script():
+    import importlib.util
+
+    if "passkey_script" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("passkey_script", REPO / "scripts" / "passkey.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules["passkey_script"] = module
+    return sys.modules["passkey_script"]
+
+
+def test_passkey_eval_unwritable_out_dir_is_refused_before_evaluating(trained_ckpt, tmp_path, monkeypatch):
+    script = _passkey_script()
+
+    def no_eval(*args, **kwargs):
+        raise AssertionError("evaluated before checking --out-dir")
+
+    monkeypatch.setattr(script, "evaluate_grid", no_eval)
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    argv = ["eval", "--checkpoint", str(trained_ckpt), "--lengths", "1k", "--depths", "0.5",
+            "--instances", "1"]
+    try:
+        assert_one_line(cli(script.main, [*argv, "--out-dir", str(read_only / "out")]), 2, "--out-dir",
+                        "cannot be created")
+        assert_one_line(cli(script.main, [*argv, "--out-dir", str(read_only)]), 2, "--out-dir",
+                        "is not writable")
+    finally:
+        read_only.chmod(0o755)
+
+
+PASSKEY_YAML = {
+    "syntax": (b"model:\n  n_layer: [1,\n", "invalid YAML"),
+    "utf-16": ("model:\n  n_layer: 1\n".encode("utf-16"), "not UTF-8"),
+    "python tag": (b"passkey: !!python/object/apply:os.system ['true']\n", "unsupported YAML tag"),
+    "key given twice": (b"passkey:\n  seed: 1\n  seed: 2\n", "on lines 2 and 3"),
+    "unknown section": (b"pasky:\n  seed: 1\n", "unknown config section"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PASSKEY_YAML))
+def test_passkey_train_config_errors_are_one_line_as_for_train_py(case, tmp_path):
+    text, needle = PASSKEY_YAML[case]
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(text)
+    res = cli(_passkey_script().main, ["train", "--config", str(path), "--run-dir", str(tmp_path / "run")])
+    assert_one_line(res, 2, needle, "bad.yaml")
+    assert not (tmp_path / "run").exists()
+    assert_one_line(cli(_passkey_script().main, ["train", "--config", str(tmp_path)]), 2, "is a folder")
+
+
+def test_a_finished_run_run_again_changes_no_file(tmp_path):
+    """Running a finished command again appended a second test record and a TensorBoard file."""
+    run = tmp_path / "run"
+    sets = {**CHAIN, "train.max_steps": 6}
+    assert train(run, **sets).rc == 0
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    res = train(run, **sets)
+    assert res.rc == 0, res.err
+    assert "is finished (step 6)" in res.out and "test bpc" in res.out
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    res = train(run, **{**sets, "train.max_steps": 4})  # max_steps below the checkpoint's step
+    assert res.rc == 0 and "past train.max_steps=4" in res.out, res.err
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    # killed after the last checkpoint, before the test result: the same command evaluates it, and says so
+    kept = [line for line in (run / "metrics.jsonl").read_text().splitlines() if '"kind": "test"' not in line]
+    (run / "metrics.jsonl").write_text("\n".join(kept) + "\n")
+    res = train(run, **{**sets, "train.max_steps": 4})
+    assert res.rc == 0 and "at or past train.max_steps=4: no step to train" in res.out, res.err
+    assert [r["step"] for r in records(run, "test")] == [6]
+
+
+@pytest.mark.slow
+def test_sighup_ignored_at_start_stays_ignored(tmp_path):
+    """`nohup python train.py ...`: the hang-up of the terminal must not stop the run."""
+    run = tmp_path / "run"
+    cmd = [sys.executable, "train.py", *train_args(run, **{**CHAIN, "train.max_steps": 100000})]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=sub_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    deadline = time.time() + 120
+    while time.time() < deadline and len(records(run)) < 2 and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGHUP)
+    seen = len(records(run))
+    while time.time() < deadline and len(records(run)) < seen + 2 and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "SIGHUP stopped a run that ignored it"
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "stopped by signal SIGTERM" in out, out[-2000:]
+    assert "SIGHUP" not in out

@@ -13,6 +13,7 @@ import functools
 import logging
 import math
 import os
+import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -89,6 +90,16 @@ def positive_int(name: str, value: int | None) -> None:
         raise UserError(f"{name} must be a positive integer, got {value}")
 
 
+def is_writable(path: str | os.PathLike) -> bool:
+    """Whether this process may write `path` and the file or folder carries a write permission bit: a
+    read-only mark is respected even by root (who could write it anyway), as `rm` respects it."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return os.access(path, os.W_OK) and bool(mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+
+
 def check_out_file(name: str, path: str | None) -> None:
     """An output file whose folder exists and is writable, checked before any work is done."""
     if path is None:
@@ -99,8 +110,24 @@ def check_out_file(name: str, path: str | None) -> None:
         raise UserError(f"{name} {path} is a folder; give a file name")
     if not folder.is_dir():
         raise UserError(f"{name} {path}: folder {folder} does not exist (create it first)")
-    if not os.access(folder, os.W_OK):
+    if not is_writable(folder):
         raise UserError(f"{name} {path}: folder {folder} is not writable")
+    if target.exists() and not is_writable(target):
+        raise UserError(f"{name} {path} is not writable")
+
+
+def check_out_dir(name: str, path: str | os.PathLike) -> None:
+    """An output folder that exists and is writable, or that can be created (its nearest existing parent
+    is a writable folder), checked before any work is done; it is not created here."""
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise UserError(f"{name} {path} is not a folder")
+    existing = next(p for p in (target, *target.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"{name} {path}: {existing} is not a folder")
+    if not is_writable(existing) or not os.access(existing, os.X_OK):
+        what = "is not writable" if existing == target else f"cannot be created ({existing} is not writable)"
+        raise UserError(f"{name} {path} {what}: choose another {name}")
 
 
 def check_eval_args(args: argparse.Namespace) -> None:
@@ -124,10 +151,11 @@ def check_sampling_args(max_new_tokens: int, temperature: float, top_k: int | No
 
 
 def exit_with(code: int) -> None:
-    """sys.exit that also survives a closed stdout (`generate.py | head`)."""
+    """sys.exit that also survives a closed stdout (`generate.py | head`) or a terminal that is gone
+    (a SIGHUP'd run whose tty now fails every write with EIO)."""
     try:
         sys.stdout.flush()
-    except (BrokenPipeError, ValueError):
+    except (OSError, ValueError):
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
     sys.exit(code)

@@ -308,13 +308,13 @@ def config_from_dict(d: dict[str, Any] | None) -> RunConfig:
     return RunConfig(**{name: _build_section(name, d.get(name) or {}) for name in SECTIONS})
 
 
-def _check_sections(d: Any, where: str = "") -> None:
-    """`d` must map known section names to mappings (or nothing)."""
+def _check_sections(d: Any, where: str = "", extra_sections: tuple[str, ...] = ()) -> None:
+    """`d` must map known section names (those of SECTIONS and `extra_sections`) to mappings (or nothing)."""
     if not isinstance(d, dict):
         raise ConfigError(f"{where}a config must be a mapping of sections, got {type(d).__name__}")
     for section, values in d.items():
-        if section not in SECTIONS:
-            raise _unknown("section", str(section), list(SECTIONS))
+        if section not in SECTIONS and section not in extra_sections:
+            raise ConfigError(f"{where}{_unknown('section', str(section), [*SECTIONS, *extra_sections])}")
         if values is not None and not isinstance(values, dict):
             raise ConfigError(f"{where}config section {section!r} must be a mapping of keys to values, "
                               f"got {values!r}")
@@ -323,10 +323,31 @@ def _check_sections(d: Any, where: str = "") -> None:
                 raise ConfigError(f"{where}config key {key!r} in section {section!r} must be a name")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping: plain YAML keeps the last one
+    silently, so `batch_size: 16` followed later by `batch_size: 8` would train with 8 unnoticed."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict:
+        if isinstance(node, yaml.MappingNode):
+            lines: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<: *base` merges may be overridden on purpose; other keys cannot repeat
+                key, line = self.construct_object(key_node), key_node.start_mark.line + 1
+                if key in lines:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} is given twice, on lines {lines[key]} and {line}: keep one",
+                        key_node.start_mark,
+                    )
+                lines[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def _yaml_load(text: str, what: str) -> Any:
-    """yaml.safe_load, with any YAML error (syntax, a python tag, ...) as one ConfigError line."""
+    """yaml.safe_load, with any YAML error (syntax, a python tag, a key given twice, ...) as one
+    ConfigError line."""
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f", line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
@@ -358,30 +379,43 @@ def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     return out
 
 
+def read_config_file(path: str | Path, extra_sections: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The sections of YAML file `path` as a nested dict (not yet validated), or one ConfigError line for
+    every way the file can be wrong: a folder, missing, unreadable, not UTF-8, bad YAML, not a mapping of
+    known sections (`extra_sections`: more allowed names, such as passkey.py's `passkey`)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder: give a YAML file (e.g. configs/tiny.yaml)")
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {err.start})") from err
+    except OSError as err:
+        raise ConfigError(f"config file {path} cannot be read: {err.strerror}") from err
+    d = _yaml_load(text, f"config file {path}") or {}
+    _check_sections(d, f"config file {path}: ", extra_sections)
+    return d
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
     """The config of YAML file `path` (None: all defaults) with `--set` overrides applied."""
-    d: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} not found")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as err:
-            raise ConfigError(f"config file {path} is not UTF-8 text (byte {err.start})") from err
-        except OSError as err:
-            raise ConfigError(f"config file {path} cannot be read: {err.strerror}") from err
-        d = _yaml_load(text, f"config file {path}") or {}
-        _check_sections(d, f"config file {path}: ")
+    d = read_config_file(path) if path is not None else {}
     return config_from_dict(apply_overrides(d, overrides or []))
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:
     """Write the resolved config as YAML (loadable again with `load_config`), atomically."""
+    write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write `text` to a temporary file beside `path`, then rename it: a reader never sees half a file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -18,13 +18,14 @@ class DiskFullError(UserError):
     exit_code = 1
 
     @classmethod
-    def from_os_error(cls, err: OSError, intact: str | None = None) -> DiskFullError:
-        """The one-line message for `err`, naming what is still intact when known."""
+    def from_os_error(cls, err: OSError, intact: str | None = None,
+                      advice: str = "free some space and rerun the same command to resume") -> DiskFullError:
+        """The one-line message for `err`, naming what is still intact when known; `advice`: what to do
+        (a training resumes; an evaluation is run again)."""
         what = os.strerror(err.errno) if err.errno else str(err)
         where = f" while writing {err.filename}" if err.filename else ""
         kept = f"; {intact}" if intact else ""
-        return cls(f"no space left on device ({what}{where}){kept}: free some space and rerun the same "
-                   "command to resume")
+        return cls(f"no space left on device ({what}{where}){kept}: {advice}")
 
     @staticmethod
     def matches(err: BaseException) -> bool:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import sys
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from data_utils.corpus import get_corpus
+from data_utils.corpus import Corpus, DataError, get_corpus
+from data_utils.fingerprint import changed, short
 from data_utils.iterators import LMOrderedIterator
 from data_utils.textfile import encode_file, infer_protocol
 from data_utils.vocab import Vocab
@@ -211,10 +213,16 @@ def load_stream(
     data_dir: str | None = None,
     dataset: str | None = None,
     checkpoint: str = "the checkpoint",
+    allow_data_change: bool = False,
 ) -> tuple[np.ndarray, str, dict[str, Any]]:
     """The token stream to score: a prepared split (default: test), or the file `text` (`-`: stdin)
     encoded with the checkpoint's own vocabulary and data protocol, unknown symbols counted and
-    skipped. Returns (ids, a label for messages, fields for the JSON result)."""
+    skipped. Returns (ids, a label for messages, fields for the JSON result).
+
+    A split of the dataset the checkpoint was trained on must be the data it recorded (its digest), unless
+    `allow_data_change`: a test number on other data would be compared with the wrong ones. Another
+    dataset (`dataset`) is the user's explicit choice and is not compared.
+    """
     vocab = Vocab.from_dict(ckpt["vocab"])
     data_dir, dataset = data_dir or cfg.data.data_dir, dataset or cfg.data.dataset
     if text is None:
@@ -226,14 +234,17 @@ def load_stream(
             )
         split = split or "test"
         extra = {"dataset": corpus.name, "protocol": corpus.meta.get("protocol"), "split": split}
+        changed_files = _split_changed(ckpt, corpus, split, checkpoint)
+        if changed_files and not allow_data_change:
+            raise DataError(f"{changed_files}: restore the data it was evaluated for, or pass "
+                            "--allow-data-change to evaluate the data as it is")
+        if changed_files:
+            print(f"warning: --allow-data-change: {changed_files}", file=sys.stderr)
+            extra["data_changed"] = changed_files
         return corpus.split(split), f"{corpus.name} {split}", extra
     if split is not None:
         raise ValueError("--text and --split exclude each other: score a file or a prepared split")
-    if text == "-":
-        raw = sys.stdin.buffer.read()
-    else:
-        with open(text, "rb") as f:  # FileNotFoundError names the file
-            raw = f.read()
+    raw = _read_text(text)
     name = "stdin" if text == "-" else text
     # The protocol of the training corpus when it is at hand (with the same vocabulary), else what
     # the vocabulary implies.
@@ -242,7 +253,7 @@ def load_stream(
         corpus = get_corpus(data_dir, dataset)
         if corpus.vocab.digest() == ckpt["vocab_digest"]:
             protocol = corpus.meta.get("protocol", protocol)
-    except (FileNotFoundError, ValueError):
+    except (FileNotFoundError, ValueError, DataError):
         pass
     enc = encode_file(raw, vocab, protocol, name)
     if len(enc.ids) < 2:
@@ -251,3 +262,39 @@ def load_stream(
     extra = {"text": name, "protocol": protocol, "symbols": enc.symbols, "unknown": enc.unknown,
              "unknown_share": enc.unknown_share, "dropped_by_protocol": enc.dropped}
     return enc.ids, name, extra
+
+
+def _split_changed(ckpt: dict[str, Any], corpus: Corpus, split: str, checkpoint: str) -> str | None:
+    """What differs between split `split` of `corpus` and the record of it in `ckpt` (None: the same, a
+    checkpoint of an older version without records, or another dataset than it was trained on)."""
+    recorded = ckpt.get("data_files")
+    name = f"{split}.npy"
+    if not isinstance(recorded, dict) or name not in recorded or ckpt.get("dataset") != corpus.name:
+        return None
+    now = corpus.fingerprint(recorded, names=[name])
+    if not changed(recorded, now):
+        return None
+    return (f"{corpus.path / name} differs from the data {checkpoint} was trained on "
+            f"({short(recorded[name])} then, {short(now[name])} now)")
+
+
+def _read_text(text: str) -> bytes:
+    """The bytes of file `text` (`-`: standard input); ValueError (one line) when they cannot be read."""
+    if text == "-":
+        stream = sys.stdin
+        if stream is None or stream.closed:
+            raise ValueError("--text -: standard input is closed: pipe a file in (... | eval.py --text -) or "
+                             "give --text FILE")
+        try:
+            return stream.buffer.read()
+        except (OSError, ValueError) as err:
+            raise ValueError(f"--text -: standard input cannot be read ({err})") from err
+    if Path(text).is_dir():
+        raise ValueError(f"--text {text} is a folder: give a text file")
+    try:
+        with open(text, "rb") as f:
+            return f.read()
+    except FileNotFoundError as err:
+        raise ValueError(f"--text {text} not found") from err
+    except OSError as err:
+        raise ValueError(f"--text {text} cannot be read: {err.strerror}") from err

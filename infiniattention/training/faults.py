@@ -4,7 +4,8 @@
 
 makes the n-th time this process reaches `<point>` (counted from 1) perform `<action>`: `kill`
 (SIGKILL, the default: a power cut or the OOM killer), `term` (SIGTERM: pre-emption), `int`
-(SIGINT: Ctrl-C) or `enospc` (raise "No space left on device" as a full disk would).
+(SIGINT: Ctrl-C), `hup` (SIGHUP: the terminal closed, ssh dropped) or `enospc` (raise "No space left
+on device" as a full disk would).
 
 Points: `step` (after an optimizer step), `log` (after a metrics.jsonl record), `eval` (after a
 validation pass, before its record), `write.ckpt` / `write.best` (half-way through writing a periodic
@@ -21,7 +22,7 @@ import signal
 from collections import Counter
 
 ENV = "INFINI_FAULT"
-ACTIONS = ("kill", "term", "int", "enospc")
+ACTIONS = ("kill", "term", "int", "hup", "enospc")
 _counts: Counter[str] = Counter()
 _parsed: tuple[str, list[tuple[str, int, str]]] | None = None
 
@@ -58,7 +59,8 @@ def hit(point: str) -> None:
         if p == point and n == _counts[point]:
             if action == "enospc":
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            sig = {"kill": signal.SIGKILL, "term": signal.SIGTERM, "int": signal.SIGINT}[action]
+            sig = {"kill": signal.SIGKILL, "term": signal.SIGTERM, "int": signal.SIGINT,
+                   "hup": signal.SIGHUP}[action]
             os.kill(os.getpid(), sig)
 
 

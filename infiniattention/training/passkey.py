@@ -53,11 +53,18 @@ class PasskeyTrainer(Trainer):
         self._answer_nll = [0.0, 0]  # sum and count since the last log line
         super().__init__(cfg, run_dir, **kwargs)
         if init_from and self.step == 0:
-            ckpt = ckpt_io.load(init_from, map_location="cpu")
-            ckpt_io.check_compatible(ckpt, self.model.config.__dict__, self.vocab.digest(), Path(init_from))
-            self.model.load_state_dict(ckpt["model"])
-            self.log.info("initialised the weights from %s (step %d); optimizer and step start afresh",
-                          init_from, int(ckpt["step"]))
+            try:
+                self._init_weights(init_from)
+            except BaseException:
+                self.close()  # give the run folder back (the caller may start another run in this process)
+                raise
+
+    def _init_weights(self, init_from: str) -> None:
+        ckpt = ckpt_io.load(init_from, map_location="cpu")
+        ckpt_io.check_compatible(ckpt, self.model.config.__dict__, self.vocab.digest(), Path(init_from))
+        self.model.load_state_dict(ckpt["model"])
+        self.log.info("initialised the weights from %s (step %d); optimizer and step start afresh",
+                      init_from, int(ckpt["step"]))
 
     def _make_train_iter(self) -> PasskeyBatches:
         self.tok = PasskeyTokens(self.vocab)

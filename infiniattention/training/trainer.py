@@ -19,6 +19,14 @@ Decisions the spec left open (see README.md, "Training"):
 - At the start of every epoch (after the first) the memory is reset: the lanes restart elsewhere in
   the stream, so the old memory describes text that no longer precedes them.
 - The final test evaluation uses the weights of `best.pt` when a validation ever ran.
+- One writer per run folder: rank 0 locks it before any rank writes (`runlock.py`); a second training
+  there exits 2 naming the holder. A kill -9 releases the lock, so the same command resumes.
+- A finished run is finished: when the newest checkpoint is at or past `train.max_steps` and
+  metrics.jsonl holds its test result, the same command (or a smaller `max_steps`) prints that result
+  and exits 0 without writing anything (train.log included).
+- Checkpoints record the dataset's name and every prepared file's digest; a resume on other data, or a
+  fresh start on a file edited since getdata.sh prepared it, is refused unless `--allow-data-change`,
+  which is logged (train.log, and a `data_change` record in metrics.jsonl).
 """
 
 from __future__ import annotations
@@ -40,7 +48,8 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from data_utils.corpus import get_corpus
+from data_utils.corpus import DataError, get_corpus
+from data_utils.fingerprint import changed, short
 from data_utils.iterators import LMOrderedIterator
 
 from ..model import InfiniTransformerLM, LMOutput, ModelState, WriteGateTap
@@ -52,6 +61,7 @@ from .errors import DiskFullError, UserError
 from .evaluate import EvalResult, evaluate, precision_autocast
 from .metrics import MetricsWriter, quality, setup_logging
 from .optim import build_optimizer, lr_at, set_lr
+from .runlock import claim_run_dir, lock_warnings
 
 # Test hook: a comma-separated list of step numbers whose loss is replaced by NaN (on rank 0).
 NAN_STEPS_ENV = "INFINIATTENTION_NAN_STEPS"
@@ -75,18 +85,27 @@ class Trainer:
         overwrite: bool = False,
         command: str | None = None,
         progress: bool = True,
+        allow_data_change: bool = False,
     ) -> None:
         if overwrite and resume not in ("auto", "never"):
             raise UserError("--overwrite starts the run afresh; it cannot be combined with --resume PATH")
         self.env: DistEnv = setup(cfg.train.device)
         self.run_dir = Path(run_dir)
-        if self.env.is_main:
-            _make_run_dir(self.run_dir)
-        barrier()
+        # The console only until the folder is ours: a refusal must not reach another run's train.log
+        # (that of an earlier run in this process).
+        self.log = setup_logging(None, self.env.is_main)
+        self._lock = claim_run_dir(self.run_dir, self.env)  # before any rank writes anything
+        self.writer: MetricsWriter | None = None
+        try:
+            self._start(cfg, resume, overwrite, command, progress, allow_data_change)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, cfg: RunConfig, resume: str, overwrite: bool, command: str | None, progress: bool,
+               allow_data_change: bool) -> None:
+        """Everything `__init__` builds once the run folder is this process's."""
         self.log = setup_logging(self.run_dir, self.env.is_main)
-        if self.env.is_main:
-            for tmp in ckpt_io.clean_temporaries(self.run_dir):
-                self.log.warning("removed %s, left by a write that was interrupted", tmp)
         self.command = command or "python train.py"
         # A bar only on a terminal: in a log file (SLURM, nohup, CI) it would bury the log lines.
         self.progress = progress and self.env.is_main and _is_tty(sys.stdout) and _is_tty(sys.stderr)
@@ -96,6 +115,17 @@ class Trainer:
         self.vocab = self.corpus.vocab
         cfg = replace(cfg, model=replace(cfg.model, vocab_size=len(self.vocab)))
         self.cfg = cfg
+        self.metric_name = quality(0.0, self.vocab.kind)[0]
+        self.finished = broadcast_from_main(self._finished_run(resume, overwrite), self.env)
+        if self.finished is not None:
+            self.log = setup_logging(None, self.env.is_main)  # the console only: no result file changes
+            self.step = int(self.finished["step"])
+            return
+        for warning in lock_warnings(self._lock):
+            self.log.warning("%s", warning)
+        if self.env.is_main:
+            for tmp in ckpt_io.clean_temporaries(self.run_dir):
+                self.log.warning("removed %s, left by a write that was interrupted", tmp)
         self._check_batching()
         self._check_sizes()
 
@@ -110,15 +140,18 @@ class Trainer:
         self.best_val = math.inf
         self.bad_steps = 0
         self.window = _Window()
-        self.metric_name = quality(0.0, self.vocab.kind)[0]
         self.run_id = broadcast_from_main(ckpt_io.new_run_id(), self.env)  # one id for all ranks
         self.last_good: Path | None = None  # the newest checkpoint known finite and complete
         self._last_saved_step = -1
         self._stop_signal: int | None = None
         self._nan_steps = {int(s) for s in os.environ.get(NAN_STEPS_ENV, "").split(",") if s.strip()}
+        self.allow_data_change = allow_data_change
+        self.data_files: dict[str, dict[str, Any]] | None = None  # rank 0: digests of the data trained on
+        self._data_change: str | None = None  # what --allow-data-change let through, for metrics.jsonl
 
         resumed = self._resume(resume, overwrite)
         if not resumed:
+            self._check_data(None, None)
             ckpt_io.seed_all(cfg.train.seed + self.env.rank)  # each rank its own dropout stream
         if self.env.is_main:
             # Records of steps after the checkpoint are replayed identically: drop them, so that
@@ -126,6 +159,8 @@ class Trainer:
             truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
         self.fwd = self._wrap()
         self.writer = MetricsWriter(self.run_dir, self.env.is_main, purge_step=self.step + 1)
+        if self._data_change is not None:
+            self.writer.record("data_change", self.step, {"allowed": self._data_change})
         if self.env.is_main:
             save_config(cfg, self.run_dir / "config.yaml")
         n_params = self.model.num_parameters()
@@ -134,6 +169,20 @@ class Trainer:
             self.run_dir, self.corpus, self.env.world_size, self.device, n_params / 1e6,
             cfg.model.memory_label(), cfg.data.batch_size, cfg.data.tgt_len,
         )
+
+    def close(self) -> None:
+        """Close the metrics files and give the run folder's lock back (idempotent; `fit` ends with it).
+        A failure to close (a full disk) must not hide the error being raised, if any."""
+        pending = sys.exc_info()[1]
+        try:
+            if self.writer is not None:
+                self.writer.close()
+        except OSError:
+            if pending is None:
+                raise
+        finally:
+            if self._lock is not None:
+                self._lock.release()
 
     # --------------------------------------------------------------------------------------------
     # Setup helpers.
@@ -251,6 +300,7 @@ class Trainer:
             path = Path(resume)
             ckpt = ckpt_io.load(path, map_location="cpu")
         ckpt_io.check_compatible(ckpt, asdict(self.cfg.model), self.vocab.digest(), path)
+        self._check_data(ckpt, path)
         self._load(ckpt, path)
         self._set_aside(ckpt.get("run_id"), self.step, keep=path)
         self.run_id = ckpt.get("run_id") or self.run_id
@@ -276,6 +326,97 @@ class Trainer:
                 self.log.warning("moved %s (not of the run being continued) into %s",
                                  ", ".join(p.name for p in foreign), folder)
         barrier()
+
+    def _finished_run(self, resume: str, overwrite: bool) -> dict[str, Any] | None:
+        """Rank 0: `{"step", "test"}` of a run with nothing left to do, else None (and on other ranks).
+
+        Finished means: the newest checkpoint (or the `--resume` one) is at or past `train.max_steps`, of
+        this architecture, vocabulary and dataset, and metrics.jsonl holds the test result of its step.
+        Nothing is logged or written here, so that a finished run's files stay as they are; anything
+        wrong with the checkpoint is left to the normal start, which says what it is.
+        """
+        if not self.env.is_main or overwrite or resume == "never":
+            return None
+        newest = ckpt_io.list_checkpoints(self.run_dir)[:1] if resume == "auto" else [Path(resume)]
+        if not newest or not ckpt_io.CKPT_RE.match(newest[0].name):
+            return None
+        path, step = newest[0], ckpt_io.step_of(newest[0])
+        if step < self.cfg.train.max_steps:
+            return None
+        tests = [r for r in read_metrics(self.run_dir / "metrics.jsonl") if r.get("kind") == "test"
+                 and r.get("step") == step]
+        if not tests:
+            return None
+        try:
+            ckpt = ckpt_io.load(path, map_location="cpu")
+            ckpt_io.check_compatible(ckpt, asdict(self.cfg.model), self.vocab.digest(), path)
+        except ckpt_io.CheckpointError:
+            return None
+        if ckpt["step"] != step or ckpt.get("dataset") not in (None, self.corpus.name):
+            return None
+        return {"step": step, "test": tests[-1]}
+
+    def _report_finished(self) -> dict[str, Any]:
+        """One line with the final test result of a finished run; nothing is written."""
+        step, test = int(self.finished["step"]), self.finished["test"]
+        max_steps = self.cfg.train.max_steps
+        where = f"step {step}" + (f", past train.max_steps={max_steps}" if step > max_steps else "")
+        best = test.get("weights") == "best"
+        weights = f"best.pt of step {test.get('best_step')}" if best else "final weights"
+        self.log.info(
+            "%s is finished (%s): test %s %s (loss %s over %s tokens, %s); nothing to do: raise "
+            "train.max_steps to train further, or use --overwrite to start afresh", self.run_dir, where,
+            self.metric_name, _fmt(test.get(self.metric_name)), _fmt(test.get("loss")), test.get("tokens"),
+            weights,
+        )
+        return {"step": step, "test": test, "finished": True}
+
+    def _check_data(self, ckpt: dict[str, Any] | None, path: Path | None) -> None:
+        """Refuse data that is not what the run was trained on (resuming from `ckpt`), or, on a fresh start,
+        a prepared file edited since getdata.sh wrote it, unless --allow-data-change, which is then
+        logged (train.log and metrics.jsonl). Rank 0 fingerprints the files (`data_utils.fingerprint`:
+        only a file whose stat signature is new is read) and decides for every rank."""
+        problem = None
+        if self.env.is_main:
+            self.data_files = self.corpus.fingerprint((ckpt or {}).get("data_files"))
+            problem = self._data_problem(ckpt, path)
+        problem = broadcast_from_main(problem, self.env)
+        if problem is None:
+            return
+        what, remedy = problem
+        if not self.allow_data_change:
+            raise DataError(f"{what}: {remedy}, or pass --allow-data-change to train on the data as it is")
+        self._data_change = what
+        self.log.warning("--allow-data-change: %s; training on the data as it is", what)
+
+    def _data_problem(self, ckpt: dict[str, Any] | None, path: Path | None) -> tuple[str, str] | None:
+        """(what differs, what to do) between this run's data and `ckpt`'s record of it, or meta.json's
+        when starting afresh; None when nothing differs."""
+        corpus, now = self.corpus, self.data_files or {}
+        if ckpt is None:
+            edited = corpus.edited(now)
+            if not edited:
+                return None
+            name = edited[0]
+            return (f"{corpus.path / name} changed since it was prepared ({short(now[name])} now, "
+                    f"{short(corpus.meta['files'][name])} in meta.json)",
+                    f"run `{corpus.prepare_command}` to prepare it again")
+        trained_on = ckpt.get("dataset")
+        if trained_on is not None and trained_on != corpus.name:
+            return (f"{path} was trained on dataset {trained_on!r}, not on {corpus.name!r} (data.dataset)",
+                    f"resume with --set data.dataset={trained_on}")
+        recorded = ckpt.get("data_files")
+        if not isinstance(recorded, dict):
+            self.log.info("%s records no digests of its data (written by an older version): a change of the "
+                          "data since then cannot be detected; the next checkpoints record them", path)
+            return None
+        differ = changed(recorded, now)
+        if not differ:
+            return None
+        more = f" (and {', '.join(differ[1:])})" if differ[1:] else ""
+        return (f"{corpus.path / differ[0]}{more} differs from the data {path} was trained on "
+                f"({short(recorded[differ[0]])} then, {short(now[differ[0]])} now)",
+                "restore the data it was trained on")
 
     def _load(self, ckpt: dict[str, Any], path: Path) -> None:
         self.model.load_state_dict(ckpt["model"])
@@ -358,6 +499,7 @@ class Trainer:
                 "world_size": self.env.world_size,
                 "config": self.cfg.to_dict(),
                 "dataset": self.corpus.name,
+                "data_files": self.data_files,
                 "vocab": self.vocab.to_dict(),
                 "vocab_digest": self.vocab.digest(),
                 "versions": ckpt_io.versions(),
@@ -437,8 +579,17 @@ class Trainer:
     # The loop.
 
     def fit(self) -> dict[str, Any]:
-        """Train to `train.max_steps` (or until SIGTERM/SIGINT); returns the final metrics."""
+        """Train to `train.max_steps` (or until SIGTERM/SIGINT/SIGHUP); returns the final metrics. A
+        finished run only reports its final numbers."""
+        if self.finished is not None:
+            try:
+                return self._report_finished()
+            finally:
+                self.close()
         tc = self.cfg.train
+        if self.step >= tc.max_steps:
+            self.log.info("the checkpoint is at step %d, at or past train.max_steps=%d: no step to train; "
+                          "evaluating the test split", self.step, tc.max_steps)
         restore = self._install_signals()
         bar = tqdm(total=tc.max_steps, initial=self.step, disable=not self.progress, dynamic_ncols=True,
                    desc="train")
@@ -496,7 +647,7 @@ class Trainer:
         finally:
             bar.close()
             restore()
-            self._close_writer()
+            self.close()
 
     def _check_final(self, result: dict[str, Any]) -> None:
         """A run whose final numbers are not finite failed, whatever the loop did (exit status 1)."""
@@ -505,15 +656,6 @@ class Trainer:
             if loss is not None and not math.isfinite(loss):
                 raise TrainingError(f"the final {split} loss is {loss}: the run diverged; "
                                     f"{self._last_good_text()}")
-
-    def _close_writer(self) -> None:
-        """Close the metrics files; a failure here (a full disk) must not hide the error being raised."""
-        pending = sys.exc_info()[1]
-        try:
-            self.writer.close()
-        except OSError:
-            if pending is None:
-                raise
 
     def _bad_step(self, loss: float, grad_norm: float) -> None:
         self.bad_steps += 1
@@ -610,7 +752,8 @@ class Trainer:
     # Pre-emption.
 
     def _install_signals(self):
-        """SIGTERM/SIGINT set a flag; the loop finishes its step, checkpoints and exits."""
+        """SIGTERM, SIGINT and SIGHUP (a closed terminal, a dropped ssh) set a flag; the loop finishes its
+        step, checkpoints and exits. A SIGHUP ignored when the run started (`nohup`) stays ignored."""
         if threading.current_thread() is not threading.main_thread():
             return lambda: None
 
@@ -619,7 +762,10 @@ class Trainer:
                 raise KeyboardInterrupt  # a second Ctrl-C stops at once
             self._stop_signal = signum
 
-        old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+        signals = [signal.SIGTERM, signal.SIGINT]
+        if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+            signals.append(signal.SIGHUP)
+        old = {s: signal.signal(s, handler) for s in signals}
         return lambda: [signal.signal(s, h) for s, h in old.items()]
 
     def _stop_requested(self) -> bool:
@@ -676,8 +822,8 @@ class _Window:
         return self.tokens / max(time.time() - self.t0, 1e-9)
 
 
-def _fmt(x: float | None) -> str:
-    return f"{x:.4f}" if x is not None else "n/a"
+def _fmt(x: Any) -> str:
+    return f"{x:.4f}" if isinstance(x, (int, float)) else "n/a"
 
 
 def _is_tty(stream: Any) -> bool:
@@ -685,15 +831,6 @@ def _is_tty(stream: Any) -> bool:
         return bool(stream.isatty())
     except (AttributeError, ValueError):
         return False
-
-
-def _make_run_dir(run_dir: Path) -> None:
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"cannot create the run folder {run_dir}: {err.strerror}") from err
-    if not os.access(run_dir, os.W_OK):
-        raise UserError(f"the run folder {run_dir} is not writable")
 
 
 def _run_files(run_dir: Path) -> list[Path]:
@@ -705,6 +842,21 @@ def _run_files(run_dir: Path) -> list[Path]:
         if ckpt_io.CKPT_RE.match(p.name) or p.name in (ckpt_io.BEST, "metrics.jsonl", "config.yaml")
         or p.name.startswith("events.out.tfevents.")
     )
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of metrics.jsonl ([] when there is none); a damaged line is skipped."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
 
 
 def truncate_metrics(path: Path, step: int) -> int:
