@@ -563,7 +563,7 @@ def test_random_bytes_checkpoint_is_one_short_line(content, tmp_path):
 
 
 def test_eval_out_into_missing_folder_is_refused_before_evaluating(trained_ckpt, tmp_path, monkeypatch):
-    import eval as eval_cli
+    import infiniattention.commands.eval as eval_cli
 
     def no_eval(*args, **kwargs):
         raise AssertionError("evaluated before checking --out")
