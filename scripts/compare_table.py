@@ -70,7 +70,8 @@ def commit() -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out", help="the folder of compare_memory.sh (one sub-folder per memory mode)")
-    p.add_argument("--command", default="bash scripts/compare_memory.sh", help="the command, for the caption")
+    p.add_argument("--command", default="bash scripts/compare_memory.sh",
+                   help="the command, for the caption (default: %(default)s)")
     args = p.parse_args(argv)
     out = Path(args.out)
     rows = [row(out / m) for m in MODES if (out / m / "context_curve.json").is_file()]

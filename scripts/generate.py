@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
-from infiniattention.commands.generate import FLUSH_SECONDS, build_parser, console, main  # noqa: E402,F401
+from infiniattention.commands.generate import build_parser, console, main  # noqa: E402,F401
 
 if __name__ == "__main__":
     console()

@@ -4,6 +4,7 @@ the old flag names as aliases, shipped configs by name, and word-level generatio
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import subprocess
 from pathlib import Path
 
@@ -23,9 +24,20 @@ from infiniattention.training.config import RunConfig, load_config
 from infiniattention.training.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _script_parser(name: str):
+    """build_parser of scripts/<name>.py (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"{name}_script", REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build_parser
+
+
 PARSERS = {"train": train_cmd.build_parser, "eval": eval_cmd.build_parser,
            "generate": generate_cmd.build_parser, "passkey": passkey_cmd.build_parser,
-           "getdata": getdata_parser}
+           "getdata": getdata_parser, "context_curve": _script_parser("context_curve"),
+           "plot_gates": _script_parser("plot_gates")}
 
 
 def _options(parser: argparse.ArgumentParser, name: str):

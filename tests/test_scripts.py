@@ -91,6 +91,21 @@ def test_py_chooses_the_interpreter_of_every_script(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("script", ["run_multinode.sh", "slurm_train.sh"])
+def test_multinode_examples_have_lanes_that_divide_the_processes(script):
+    """The examples in the scripts' headers (2 nodes x 8 GPUs = 16 processes) pass the lane rule."""
+    from infiniattention.training.config import load_config
+
+    lines = (REPO / "scripts" / script).read_text().splitlines()
+    examples = [line.split(script, 1)[1].split() for line in lines
+                if line.startswith("#") and f"scripts/{script} --config" in line]
+    assert examples
+    for args in examples:
+        config = REPO / args[args.index("--config") + 1]
+        sets = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
+        assert load_config(str(config), sets).data.batch_size % (2 * 8) == 0, args
+
+
 # ------------------------------------------------------------------------------------------------
 # scripts/slurm_train.sh
 
