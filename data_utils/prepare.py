@@ -449,7 +449,9 @@ def build_parser(prog: str = "getdata.sh") -> argparse.ArgumentParser:
     text.add_argument("--train", help="training file (with --valid and --test, instead of --input)")
     text.add_argument("--valid", help="validation file (with --train and --test)")
     text.add_argument("--test", help="test file (with --train and --valid)")
-    text.add_argument("--split", default="0.9,0.05,0.05", help="--input fractions (default: 0.9,0.05,0.05)")
+    text.add_argument("--fractions", "--split", dest="split", default="0.9,0.05,0.05",
+                      help="--input's train,valid,test fractions (default: %(default)s; --split is the "
+                      "old name)")
     return parser
 
 

@@ -61,12 +61,15 @@ def test_every_flag_has_help_that_states_its_default(name):
 
 def test_same_idea_same_flag_name():
     """Tokens per lane per call is --tgt-len everywhere (passkey's --chunk-len stays as an alias); a folder
-    is --out-dir, a file --out."""
+    is --out-dir, a file --out; --split is a split, not getdata's fractions (--split stays their alias)."""
     parse = passkey_cmd.build_parser().parse_args
     common = ["eval", "--checkpoint", "m.pt"]
     assert parse([*common, "--tgt-len", "256"]).chunk_len == 256
     assert parse([*common, "--chunk-len", "256"]).chunk_len == 256
     assert eval_cmd.build_parser().parse_args(["--checkpoint", "m.pt", "--tgt-len", "256"]).tgt_len == 256
+    # --split names a split (eval.py); the fractions of getdata.sh text --input are --fractions now
+    for flag in ("--fractions", "--split"):
+        assert getdata_parser().parse_args(["text", flag, "0.8,0.1,0.1"]).split == "0.8,0.1,0.1"
     out_dir = passkey_cmd.build_parser().parse_args([*common, "--out-dir", "d"]).out_dir
     assert out_dir == "d" and eval_cmd.build_parser().parse_args(["--checkpoint", "m", "--out", "r.json"]).out
 
