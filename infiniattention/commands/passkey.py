@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out-dir", help="folder for passkey.md/.json/.png (default: next to the checkpoint)")
     e.add_argument("--exact-rss", action=argparse.BooleanOptionalAction, default=True,
                    help="peak RSS = the working set: every block >= 1 MiB from its own mmap, returned when "
-                   "freed (glibc; the default). --no-exact-rss keeps them on the heap: about 2x the CPU "
+                   "freed (glibc). --no-exact-rss keeps them on the heap: about 2x the CPU "
                    "tokens/s, but the RSS then includes pages the allocator keeps, which grow with the calls "
                    "(default: --exact-rss)")
     return p
