@@ -3,9 +3,11 @@
 #   bash getdata.sh                      # enwik8 text8 wikitext-2 wikitext-103
 #   bash getdata.sh enwik8-sample        # the bundled 1 MB excerpt, no network
 #   bash getdata.sh enwik8 --protocol bytes --mirror /shared/archives
-# A thin wrapper: all logic lives in data_utils/prepare.py.
+#   PY=/path/to/python bash getdata.sh ...   # another interpreter (default: .venv, else python3)
+# A thin wrapper: all logic lives in data_utils/prepare.py (installed: infini-getdata).
 set -euo pipefail
 root=$(cd "$(dirname "$0")" && pwd)
-if [ -x "$root/.venv/bin/python" ]; then PY="$root/.venv/bin/python"; else PY=python3; fi
+. "$root/scripts/python.sh"
+require_modules numpy tqdm
 # PYTHONPATH instead of cd: relative paths (--data-dir, --input) stay relative to the caller.
 PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" exec "$PY" -m data_utils.prepare "$@"

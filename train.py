@@ -1,81 +1,11 @@
-"""Train an Infini-attention (or XL / local-only baseline) language model.
+"""Train an Infini-attention (or XL / local-only baseline) language model: `python train.py --help`.
 
-    python train.py --config configs/tiny.yaml [--set optim.lr=1e-3 ...] [--run-dir runs/x]
-    torchrun --nproc_per_node 8 train.py --config configs/enwik8_base.yaml
-
-See README.md, "Training".
+The program is infiniattention/commands/train.py (installed as `infini-train`); this file keeps
+`python train.py` and `torchrun ... train.py` working from a checkout.
 """
 
-from __future__ import annotations
-
-import argparse
-import os
-import shlex
-import sys
-from pathlib import Path
-
-from infiniattention.training.cli import ArgumentParser, cli_entry, exit_with
-from infiniattention.training.config import load_config
-from infiniattention.training.distributed import teardown
-from infiniattention.training.trainer import Trainer
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="YAML config (sections model, data, optim, train, eval)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one config value (parsed as YAML); repeatable")
-    p.add_argument("--run-dir", help="run folder (default: runs/<config file name>)")
-    p.add_argument("--resume", default="auto",
-                   help="auto (latest checkpoint of the run folder, if any), never (refused when the folder "
-                        "holds checkpoints, unless --overwrite), or a checkpoint path")
-    p.add_argument("--overwrite", action="store_true",
-                   help="start afresh in a used run folder: its earlier files are moved into a sub-folder")
-    p.add_argument("--allow-data-change", action="store_true",
-                   help="train on data that differs from what the checkpoint was trained on, or that changed "
-                        "since getdata.sh prepared it (refused otherwise); logged in train.log and "
-                        "metrics.jsonl")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
-    return p
-
-
-def resume_command(argv: list[str]) -> str:
-    """The command that continues this run (`--resume auto` is the default, so it is the same one).
-    `--overwrite` and `--allow-data-change` are dropped: each applies to the start it was given to."""
-    kept, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-            continue
-        if arg == "--resume":
-            skip = True
-            continue
-        if arg.startswith("--resume=") or arg in ("--overwrite", "--allow-data-change"):
-            continue
-        kept.append(arg)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    launcher = "python"
-    if world > 1:  # the same torchrun launch (add your --nnodes / rendezvous options on several nodes)
-        launcher = f"torchrun --nproc_per_node {os.environ.get('LOCAL_WORLD_SIZE', world)}"
-    return " ".join([launcher, "train.py", *map(shlex.quote, kept)])
-
-
-@cli_entry
-def main(argv: list[str] | None = None) -> int:
-    """The command line; user errors are one `error:` line and exit status 2 (1 for a failed run)."""
-    argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.set)
-        run_dir = Path(args.run_dir or Path("runs") / (Path(args.config).stem if args.config else "default"))
-        trainer = Trainer(cfg, run_dir, resume=args.resume, overwrite=args.overwrite,
-                          command=resume_command(argv), progress=not args.no_progress,
-                          allow_data_change=args.allow_data_change)
-        trainer.fit()
-    finally:
-        teardown()
-    return 0
-
+from infiniattention.commands.train import build_parser, main, resume_command  # noqa: F401 (importable here)
+from infiniattention.training.cli import exit_with
 
 if __name__ == "__main__":
     exit_with(main())

@@ -19,6 +19,13 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def samples_dir() -> Path:
+    """The bundled sample's folder: `data_utils/samples/` when installed (`pip install .` ships
+    data/samples there as package data, see pyproject.toml), else `data/samples/` of the checkout."""
+    installed = Path(__file__).resolve().parent / "samples"
+    return installed if installed.is_dir() else REPO_ROOT / "data" / "samples"
+
+
 @dataclass(frozen=True)
 class Expected:
     """What a file must look like: any of size, sha256, md5 that is known (None = not checked)."""
@@ -173,7 +180,7 @@ REGISTRY: dict[str, DatasetSpec] = {
         ),
         protocols=("txl", "bytes"),
         split_bounds=(900_000, 950_000, 1_000_000),
-        local_dir=REPO_ROOT / "data" / "samples",
+        local_dir=samples_dir(),
     ),
 }
 

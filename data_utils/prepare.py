@@ -514,9 +514,9 @@ def prepare_text(
     return out_dir
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "getdata.sh") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="getdata.sh",
+        prog=prog,
         description="Download, verify, extract and prepare corpora into DATA_DIR/<name>/.",
         epilog="datasets: " + ", ".join(REGISTRY) + "; `text --input FILE --name NAME` for your own text",
     )
@@ -537,16 +537,18 @@ def build_parser() -> argparse.ArgumentParser:
     text.add_argument("--input", help="one text file, split 90/5/5 by bytes")
     text.add_argument("--name", help="folder name of the prepared corpus")
     text.add_argument("--train", help="training file (with --valid and --test, instead of --input)")
-    text.add_argument("--valid")
-    text.add_argument("--test")
-    text.add_argument("--split", default="0.9,0.05,0.05", help="--input fractions (default: 0.9,0.05,0.05)")
+    text.add_argument("--valid", help="validation file (with --train and --test)")
+    text.add_argument("--test", help="test file (with --train and --valid)")
+    text.add_argument("--fractions", "--split", dest="split", default="0.9,0.05,0.05",
+                      help="--input's train,valid,test fractions (default: %(default)s; --split is the "
+                      "old name)")
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "getdata.sh") -> int:
     """CLI entry point (`getdata.sh`)."""
     logging.basicConfig(level=logging.INFO, format="[getdata] %(message)s")
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     names = args.datasets or list(DEFAULT_DATASETS)
     try:
         if "text" in names:
@@ -583,6 +585,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.error("error: interrupted (Ctrl-C); run the same command again to finish the preparation")
         return 130
     return 0
+
+
+def console() -> None:
+    """The installed `infini-getdata` command (getdata.sh without a checkout)."""
+    sys.exit(main(prog="infini-getdata"))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ exactly what `vocab.json` holds and what `digest()` hashes.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
@@ -74,6 +75,17 @@ class Vocab:
                 out.append(self.index[EOS])
         return out
 
+    def unknown(self, text: str) -> list[str]:
+        """The symbols of `text` that `encode_text` cannot map to themselves, each once, in order of first
+        appearance: words (read as `<unk>`) for a word vocabulary, characters (dropped) otherwise."""
+        if self.kind == "word":
+            pieces: Iterable[str] = text.split()
+        elif self.kind == "char":
+            pieces = text
+        else:
+            pieces = (c for c in text if any(b not in self.index for b in c.encode("utf-8")))
+        return list(dict.fromkeys(p for p in pieces if p not in self.index))
+
     def _word_id(self, word: str) -> int:
         if word in self.index:
             return self.index[word]
@@ -115,6 +127,39 @@ class Vocab:
     def dtype(self) -> np.dtype:
         """The smallest unsigned integer type that holds every id."""
         return smallest_uint(len(self))
+
+
+class TextStream:
+    """Turns token ids into text piece by piece, so that the pieces joined equal `Vocab.decode` of all
+    ids: bytes go through an incremental UTF-8 decoder (a character may span tokens), words are
+    joined by spaces within a line and `<eos>` ends the line.
+
+    `after`: the ids already shown (a prompt), so that the first word continues their line with a
+    space instead of being glued to the prompt's last word.
+    """
+
+    def __init__(self, vocab: Vocab, after: Sequence[int] = ()) -> None:
+        self.vocab = vocab
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace") if vocab.kind == "byte" else None
+        self._line_start = not after or vocab.symbols[after[-1]] == EOS
+
+    def push(self, token_id: int) -> str:
+        """The text that token `token_id` adds (possibly empty: part of a multi-byte character)."""
+        symbol = self.vocab.symbols[token_id]
+        if self._utf8 is not None:
+            return self._utf8.decode(bytes([symbol]))
+        if self.vocab.kind == "char":
+            return symbol
+        if symbol == EOS:
+            self._line_start = True
+            return "\n"
+        piece = symbol if self._line_start else " " + symbol
+        self._line_start = False
+        return piece
+
+    def finish(self) -> str:
+        """What a trailing incomplete character decodes to."""
+        return self._utf8.decode(b"", final=True) if self._utf8 is not None else ""
 
 
 def smallest_uint(n_symbols: int) -> np.dtype:

@@ -3,17 +3,17 @@
 The model's state is the KV cache: the keys/values of the current segment are kept until the segment
 fills, then written into the compressive memory (eq. 8/9) and dropped, so memory use is bounded
 however long generation runs (the xl baseline keeps at most ``mem_len + segment_len`` hidden states).
+
+The model library works on token ids only: turning ids into text is the vocabulary's job
+(`data_utils.vocab.TextStream`), so `import infiniattention` needs nothing from `data_utils`.
 """
 
 from __future__ import annotations
 
-import codecs
 from collections.abc import Iterator
 
 import torch
 from torch import Tensor
-
-from data_utils.vocab import EOS, Vocab
 
 from .model import InfiniTransformerLM, ModelState
 
@@ -144,30 +144,11 @@ def generate(
     return new
 
 
-class TextStream:
-    """Turns token ids into text piece by piece, so that the pieces joined equal `Vocab.decode` of all
-    ids: bytes go through an incremental UTF-8 decoder (a character may span tokens), words are
-    joined by spaces within a line and `<eos>` ends the line."""
+def __getattr__(name: str):
+    # `TextStream` lived here; it is the vocabulary's now. Imported on first use only, so the model library
+    # still needs nothing from data_utils (another top-level `data_utils` may come first on the path).
+    if name == "TextStream":
+        from data_utils.vocab import TextStream
 
-    def __init__(self, vocab: Vocab) -> None:
-        self.vocab = vocab
-        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace") if vocab.kind == "byte" else None
-        self._line_start = True
-
-    def push(self, token_id: int) -> str:
-        """The text that token `token_id` adds (possibly empty: part of a multi-byte character)."""
-        symbol = self.vocab.symbols[token_id]
-        if self._utf8 is not None:
-            return self._utf8.decode(bytes([symbol]))
-        if self.vocab.kind == "char":
-            return symbol
-        if symbol == EOS:
-            self._line_start = True
-            return "\n"
-        piece = symbol if self._line_start else " " + symbol
-        self._line_start = False
-        return piece
-
-    def finish(self) -> str:
-        """What a trailing incomplete character decodes to."""
-        return self._utf8.decode(b"", final=True) if self._utf8 is not None else ""
+        return TextStream
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,12 +12,11 @@
 # l2 (model.key_norm), e.g. infini+gate or infini+gate+corrected+dpfp+l2.
 # Default: rows infini,xl,none, the config's seed, its train.max_steps (tiny.yaml: 1,300 steps of
 # 16 x 256 tokens, about 5 minutes per run on an idle 2-core machine). Runs go to OUT/ROW/seed-SEED; a
-# finished run is not trained again (auto-resume). --out is an alias of --out-dir. PY selects the Python
-# (default .venv/bin/python).
+# finished run is not trained again (auto-resume). --out is the old name of --out-dir. PY=/path/to/python
+# chooses the interpreter (default: .venv).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-PY=${PY:-.venv/bin/python}
 cmdline="bash scripts/compare_memory.sh $*"
 config=configs/tiny.yaml
 out=runs/compare
@@ -41,8 +40,9 @@ if [ -n "$budget" ]; then
     case "$budget" in ''|*[!0-9]*|0) echo "error: --budget-steps must be a positive integer, got $budget" >&2; exit 2 ;; esac
     sets+=(--set "train.max_steps=$budget" --set "optim.decay_steps=$budget")
 fi
-[ -x "$PY" ] || command -v "$PY" > /dev/null || { echo "error: $PY not found: run bash scripts/setup_env.sh or set PY" >&2; exit 2; }
 [ -f "$config" ] || { echo "error: $config not found" >&2; exit 2; }
+. scripts/python.sh
+require_modules torch yaml
 # Each row's --set arguments, and the config's seed and segment length (for the xl cache); a bad row or
 # seed is refused here, before any training.
 plan=$("$PY" scripts/compare_table.py --plan "$rows" --seeds "$seeds" --config "$config" -- "${sets[@]}") \

@@ -153,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out", nargs="?", help="the folder of compare_memory.sh (OUT/ROW/seed-SEED)")
     p.add_argument("--rows", default="infini,xl,none", help="rows, in table order (default: %(default)s)")
-    p.add_argument("--command", default="bash scripts/compare_memory.sh", help="the command, for the caption")
+    p.add_argument("--command", default="bash scripts/compare_memory.sh",
+                   help="the command, for the caption (default: %(default)s)")
     p.add_argument("--plan", metavar="ROWS", help="print the run plan of these rows instead of a table")
     p.add_argument("--seeds", default="", help="with --plan: comma-separated seeds (default: the config's)")
     p.add_argument("--config", help="with --plan: the config file")

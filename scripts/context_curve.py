@@ -35,16 +35,17 @@ PLOTS_HINT = "plots need matplotlib: pip install -e .[plots]"
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", required=True, help="a checkpoint file (e.g. runs/tiny/best.pt); required")
     p.add_argument("--split", choices=("train", "valid", "test"), help="a prepared split (default: test)")
-    p.add_argument("--text", metavar="FILE", help="score this file instead ('-': stdin)")
+    p.add_argument("--text", metavar="FILE", help="score this file instead ('-': stdin; default: none)")
     p.add_argument("--data-dir", help="root of the prepared corpora (default: the checkpoint's)")
     p.add_argument("--batch-size", type=int, help="lanes (default: the checkpoint's eval.batch_size)")
     p.add_argument("--tgt-len", type=int, help="tokens per lane per call (default: the checkpoint's)")
-    p.add_argument("--max-tokens", type=int, help="score only this many targets of each pass")
+    p.add_argument("--max-tokens", type=int, help="score only this many targets of each pass (default: all)")
     p.add_argument("--by-index-k", type=int, default=16,
-                   help="period (segments) of the by-segment-index table (default 16)")
-    p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
+                   help="period (segments) of the by-segment-index table (default: %(default)s)")
+    p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"),
+                   help="auto: cuda when a GPU is visible, else cpu (default: %(default)s)")
     p.add_argument("--out-dir", help="where to write the table and plot (default: the checkpoint's folder)")
     return p
 

@@ -4,7 +4,7 @@
 # to 2K tokens, initialised from stage 1's best.pt), then greedy retrieval with the state streamed, of
 # stage 2's last checkpoint (the end of its cosine schedule).
 #
-#   bash scripts/passkey_cpu.sh [--out runs/passkey] [--instances 20] [--no-long] [MODE ...]
+#   bash scripts/passkey_cpu.sh [--out-dir runs/passkey] [--instances 20] [--no-long] [MODE ...]
 #
 # MODE: infini (default), xl (mem_len 64 = one segment), none. Per mode it writes OUT/MODE/stage1,
 # OUT/MODE/stage2 and OUT/MODE/eval (513 tokens to 8K, --instances keys per length and depth); for
@@ -12,25 +12,27 @@
 # Timed on the idle 2-core VM (README.md, "Passkey retrieval"): infini trains in 38 minutes, and the
 # script with both evaluations takes 45.
 # A finished stage is not trained again (auto-resume); an interrupted one resumes where it stopped.
+# --out is the old name of --out-dir. PY=/path/to/python chooses the interpreter (default: .venv).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-PY=${PY:-.venv/bin/python}
 out=runs/passkey
 instances=20
 long=1
 modes=()
 while [ $# -gt 0 ]; do
     case "$1" in
-        --out) out=$2; shift 2 ;;
+        --out-dir|--out) out=$2; shift 2 ;;
         --instances) instances=$2; shift 2 ;;
         --no-long) long=0; shift ;;
-        -h|--help) sed -n 2,14p "$0"; exit 0 ;;
+        -h|--help) sed -n 2,15p "$0"; exit 0 ;;
         infini|xl|none) modes+=("$1"); shift ;;
         *) echo "error: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
 [ ${#modes[@]} -gt 0 ] || modes=(infini)
+. scripts/python.sh
+require_modules torch yaml
 [ -f data/enwik8-sample/train.npy ] || bash getdata.sh enwik8-sample
 for mode in "${modes[@]}"; do
     run=$out/$mode

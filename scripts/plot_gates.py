@@ -27,8 +27,9 @@ PLOTS_HINT = "plots need matplotlib: pip install -e .[plots]"
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="a checkpoint of an infini-memory model")
-    p.add_argument("--run-dir", help="also plot the gate trajectories from this run's TensorBoard logs")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint of an infini-memory model; required")
+    p.add_argument("--run-dir", help="also plot the gate trajectories from this run's TensorBoard logs "
+                   "(default: none)")
     p.add_argument("--out-dir", help="where to write tables and plots (default: the checkpoint's folder)")
     return p
 

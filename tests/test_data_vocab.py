@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from data_utils import Vocab
-from data_utils.vocab import smallest_uint
+from data_utils.vocab import TextStream, smallest_uint
 
 
 def test_byte_vocab_roundtrip_and_dropped_symbols():
@@ -40,6 +40,22 @@ def test_word_vocab_eos_and_unk():
     assert v.decode([1, 3, 0, 1, 2, 0]) == "the cat\nthe <unk>\n"
     with pytest.raises(KeyError, match="dog"):
         Vocab("word", ["<eos>", "the"]).encode_text("dog")
+
+
+def test_unknown_names_what_encode_text_cannot_keep():
+    assert Vocab("word", ["<eos>", "the", "<unk>"]).unknown("the dog and the dog\n") == ["dog", "and"]
+    assert Vocab("char", [" ", "a"]).unknown("a b\nab") == ["b", "\n"]
+    assert Vocab("byte", list(range(32, 127))).unknown("café\n") == ["é", "\n"]
+    assert Vocab("byte", range(256)).unknown("café\n") == []
+
+
+def test_text_stream_continues_a_prompt_with_a_space():
+    """Word-level text after a prompt: the first word is not glued to the prompt's last one."""
+    v = Vocab("word", ["<eos>", "the", "history", "of", "Manila"])
+    stream = TextStream(v, after=[1, 2, 3])
+    assert v.decode([1, 2, 3]) + "".join(stream.push(i) for i in [4, 0, 1]) == v.decode([1, 2, 3, 4, 0, 1])
+    assert TextStream(v, after=[1, 0]).push(4) == "Manila"  # after a line end: no space
+    assert TextStream(v).push(4) == "Manila"
 
 
 def test_dict_roundtrip_and_digest():

@@ -577,7 +577,7 @@ def test_random_bytes_checkpoint_is_one_short_line(content, tmp_path):
 
 
 def test_eval_out_into_missing_folder_is_refused_before_evaluating(trained_ckpt, tmp_path, monkeypatch):
-    import eval as eval_cli
+    import infiniattention.commands.eval as eval_cli
 
     def no_eval(*args, **kwargs):
         raise AssertionError("evaluated before checking --out")
@@ -1044,7 +1044,9 @@ def test_passkey_eval_unwritable_out_dir_is_refused_before_evaluating(trained_ck
     def no_eval(*args, **kwargs):
         raise AssertionError("evaluated before checking --out-dir")
 
-    monkeypatch.setattr(script, "evaluate_grid", no_eval)
+    import infiniattention.commands.passkey as command  # the program behind scripts/passkey.py
+
+    monkeypatch.setattr(command, "evaluate_grid", no_eval)
     read_only = tmp_path / "ro"
     read_only.mkdir()
     read_only.chmod(0o555)

@@ -575,6 +575,19 @@ def test_train_fine_tunes_from_a_checkpoint(tmp_path):
     assert all(torch.allclose(src[k], ft["model"][k], rtol=0, atol=1e-7) for k in src)
 
 
+def test_train_overwrite_starts_afresh_in_a_used_run_folder(tmp_path, capsys):
+    """As train.py: a folder of another run is refused naming --overwrite; --overwrite moves it aside."""
+    run = tmp_path / "run"
+    assert _main(_train_args(run, "--set", "train.max_steps=2")) == 0
+    capsys.readouterr()
+    other = ("--set", "train.max_steps=2", "--set", "model.n_layer=2")
+    assert _main(_train_args(run, *other)) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert _main(_train_args(run, *other, "--overwrite")) == 0
+    assert ckpt_io.load(run / "ckpt_00000002.pt")["config"]["model"]["n_layer"] == 2
+    assert list(run.glob("previous*/ckpt_00000002.pt"))
+
+
 def test_train_config_errors(tmp_path, capsys):
     assert _main(_train_args(tmp_path / "x", "--set", "passkey.text_fraq=0.5")) == 2
     err = capsys.readouterr().err

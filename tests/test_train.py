@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from test_train_utils import final_params, run_train, train_records
+from test_train_utils import final_params, run_train, train_args, train_records
 
 from infiniattention.training.checkpoint import list_checkpoints, load
 from infiniattention.training.config import OptimConfig, load_config
@@ -98,6 +98,33 @@ def test_config_error_exit_code(tmp_path, capsys):
 
     assert train.main(["--run-dir", str(tmp_path), "--set", "optim.lrr=1"]) == 2
     assert "did you mean 'optim.lr'" in capsys.readouterr().err
+
+
+def test_run_folder_of_another_run_names_run_dir_and_overwrite(tmp_path, capsys):
+    """A run folder that holds a run of another architecture or dataset (runs/tiny of another corpus): the
+    refusal says how to start the new run, and --overwrite does."""
+    from data_utils.prepare import prepare_text
+
+    run = tmp_path / "run"
+    assert run_train(run, **{"train.max_steps": 1, "model.n_layer": 1}) == 0
+    capsys.readouterr()
+    assert run_train(run, **{"train.max_steps": 1}) == 2
+    err = capsys.readouterr().err
+    assert "another architecture" in err and "--run-dir" in err and "--overwrite" in err
+    assert len(err.strip().splitlines()) == 1
+
+    text = tmp_path / "own.txt"
+    text.write_bytes(bytes(range(32, 127)) * 400)
+    prepare_text("own", tmp_path / "data", input_path=text)
+    other = {"train.max_steps": 1, "model.n_layer": 1, "data.dataset": "own",
+             "data.data_dir": str(tmp_path / "data")}
+    assert run_train(run, **other) == 2
+    err = capsys.readouterr().err
+    assert "vocab" in err and "--run-dir" in err and "--overwrite" in err
+    assert len(list_checkpoints(run)) == 1  # the refusal moved nothing
+    import train
+
+    assert train.main([*train_args(run, **other), "--overwrite"]) == 0
 
 
 def test_lanes_not_dividing_among_processes_suggest_the_nearest_batch_sizes(tmp_path, capsys):

@@ -20,6 +20,21 @@ def torchrun(run_dir, **extra) -> subprocess.CompletedProcess:
     return proc
 
 
+@pytest.mark.slow
+def test_lanes_not_dividing_among_ranks_is_one_line_from_every_rank(tmp_path):
+    """Nothing but each rank's error line comes from our code (torchrun's own failure summary follows)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "train.py", *train_args(tmp_path / "run", **{"data.batch_size": 3})]
+    proc = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    lines = (proc.stdout + proc.stderr).splitlines()
+    expected = ("error: data.batch_size=3 must be divisible by world_size x train.grad_accum = 2 x 1: "
+                "use 2 or 4 (--set data.batch_size=...) or another number of processes")
+    assert [line for line in lines if line.startswith("error:")] == [expected, expected], proc.stderr
+    frames = [line for line in lines if line.strip().startswith("File ") and "site-packages" not in line]
+    assert all("<frozen" in line for line in frames), proc.stderr  # torchrun's traceback only
+
+
 def close(a: dict, b: dict, atol: float) -> bool:
     return a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=0, atol=atol) for k in a)
 

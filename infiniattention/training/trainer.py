@@ -192,6 +192,9 @@ class Trainer:
         if b % (w * a):
             lo, hi = b // (w * a) * w * a, -(-b // (w * a)) * w * a
             near = f"{lo} or {hi}" if lo else f"{hi}"
+            # Every rank refuses; meeting first lets each print its line before the first to exit makes
+            # torchrun stop the others.
+            barrier()
             raise UserError(
                 f"data.batch_size={b} must be divisible by world_size x train.grad_accum = {w} x {a}: "
                 f"use {near} (--set data.batch_size=...) or another number of processes"
@@ -299,7 +302,16 @@ class Trainer:
         else:
             path = Path(resume)
             ckpt = ckpt_io.load(path, map_location="cpu")
-        ckpt_io.check_compatible(ckpt, asdict(self.cfg.model), self.vocab.digest(), path)
+        try:
+            ckpt_io.check_compatible(ckpt, asdict(self.cfg.model), self.vocab.digest(), path)
+        except ckpt_io.CheckpointError as err:
+            if resume != "auto":
+                raise
+            # The run folder holds another run (e.g. runs/tiny of another dataset): say how to keep it.
+            raise ckpt_io.CheckpointError(
+                f"{err}. {self.run_dir} holds that run: to start a new one, give another --run-dir, or add "
+                "--overwrite (its files are moved into a sub-folder)"
+            ) from err
         self._check_data(ckpt, path)
         self._load(ckpt, path)
         self._set_aside(ckpt.get("run_id"), self.step, keep=path)
@@ -404,7 +416,8 @@ class Trainer:
         trained_on = ckpt.get("dataset")
         if trained_on is not None and trained_on != corpus.name:
             return (f"{path} was trained on dataset {trained_on!r}, not on {corpus.name!r} (data.dataset)",
-                    f"resume with --set data.dataset={trained_on}")
+                    f"resume with --set data.dataset={trained_on}; to start a new run on {corpus.name}, give "
+                    "another --run-dir, or add --overwrite (the run's files are moved into a sub-folder)")
         recorded = ckpt.get("data_files")
         if not isinstance(recorded, dict):
             self.log.info("%s records no digests of its data (written by an older version): a change of the "

@@ -1,0 +1,163 @@
+"""The shell scripts: the interpreter they run (PY=, .venv, python3) and the SLURM script's requeue.
+
+SLURM is not installed here: stand-ins for `srun` (runs its command on this machine) and `scontrol`
+(records its arguments and answers `show hostnames`) come first on PATH.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_train_utils import REPO, subprocess_env, tiny_sets
+
+SRUN = """#!/bin/sh
+while [ "${1#--}" != "$1" ]; do shift; done  # srun's own options
+exec "$@"
+"""
+SCONTROL = """#!/bin/sh
+echo "$*" >> "$SCONTROL_LOG"
+[ "$1" = show ] && echo localhost
+exit 0
+"""
+
+
+def _tree_without_venv(dest: Path) -> Path:
+    """The files the shell scripts use, in a folder with no .venv (as a checkout before setup_env.sh)."""
+    dest.mkdir()
+    for name in ("getdata.sh", "train.py", "eval.py"):
+        shutil.copy2(REPO / name, dest / name)
+    skip = shutil.ignore_patterns("__pycache__")
+    for name in ("scripts", "configs", "data_utils", "infiniattention"):
+        shutil.copytree(REPO / name, dest / name, ignore=skip)
+    shutil.copytree(REPO / "data" / "samples", dest / "data" / "samples")
+    return dest
+
+
+def _bin(folder: Path, **programs: str) -> Path:
+    folder.mkdir(exist_ok=True)
+    for name, text in programs.items():
+        (folder / name).write_text(text)
+        (folder / name).chmod(0o755)
+    return folder
+
+
+def test_scripts_without_venv_fall_back_to_python3_and_say_so(tmp_path):
+    """No .venv and no PY: python3 from PATH with a one-line note (it used to be exit 127); a python that
+    lacks the requirements gets one line that says what to do."""
+    tree = _tree_without_venv(tmp_path / "tree")
+    python3 = _bin(tmp_path / "bin", python3=f'#!/bin/sh\nexec {sys.executable} "$@"\n')
+    env = {**os.environ, "PATH": f"{python3}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("PY", None)
+    proc = subprocess.run(["bash", "getdata.sh", "enwik8-sample", "--no-progress"], cwd=tree, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.startswith(f"note: no .venv in {tree}: using {tmp_path / 'bin' / 'python3'}; set PY=")
+    assert (tree / "data" / "enwik8-sample" / "train.npy").is_file()
+
+    for script in ("scripts/compare_memory.sh", "scripts/passkey_cpu.sh"):
+        proc = subprocess.run(["bash", script, "--bogus"], cwd=tree, env={**env, "PY": "/no/python"},
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and "unknown argument --bogus" in proc.stderr
+    proc = subprocess.run(["bash", "scripts/compare_memory.sh", "--budget-steps", "1"], cwd=tree,
+                          env={**env, "PY": "/no/python"}, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr == ("error: PY=/no/python does not run: set PY=/path/to/python, or run "
+                           "bash scripts/setup_env.sh\n")
+
+
+def test_py_chooses_the_interpreter_of_every_script(tmp_path):
+    """PY= is honoured by getdata.sh (it used to ignore it) and by the scripts that call it."""
+    log = tmp_path / "calls"
+    script = f'#!/bin/sh\necho "$*" >> {log}\nexec {sys.executable} "$@"\n'
+    recorder = _bin(tmp_path / "bin", py=script) / "py"
+    tree = _tree_without_venv(tmp_path / "tree")
+    env = {**subprocess_env(), "PY": str(recorder)}
+    proc = subprocess.run(["bash", "getdata.sh", "enwik8-sample", "--no-progress"], cwd=tree, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "note:" not in proc.stderr, proc.stderr
+    assert "-m data_utils.prepare enwik8-sample" in log.read_text()
+    cmd = ["bash", "scripts/compare_memory.sh", "--set", "model.bogus=1", "--out-dir", str(tmp_path / "cmp")]
+    proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: unknown config key 'model.bogus'")
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("script", ["run_multinode.sh", "slurm_train.sh"])
+def test_multinode_examples_have_lanes_that_divide_the_processes(script):
+    """The examples in the scripts' headers (2 nodes x 8 GPUs = 16 processes) pass the lane rule."""
+    from infiniattention.training.config import load_config
+
+    lines = (REPO / "scripts" / script).read_text().splitlines()
+    examples = [line.split(script, 1)[1].split() for line in lines
+                if line.startswith("#") and f"scripts/{script} --config" in line]
+    assert examples
+    for args in examples:
+        config = REPO / args[args.index("--config") + 1]
+        sets = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
+        assert load_config(str(config), sets).data.batch_size % (2 * 8) == 0, args
+
+
+# ------------------------------------------------------------------------------------------------
+# scripts/slurm_train.sh
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _slurm(tmp_path: Path, *args: str) -> subprocess.Popen:
+    fake = _bin(tmp_path / "slurm_bin", srun=SRUN, scontrol=SCONTROL)
+    env = {**subprocess_env(), "PATH": f"{fake}{os.pathsep}{os.environ['PATH']}", "PY": sys.executable,
+           "SCONTROL_LOG": str(tmp_path / "scontrol.log"), "SLURM_JOB_ID": "4242",
+           "SLURM_JOB_NODELIST": "localhost", "SLURM_JOB_NUM_NODES": "1", "SLURM_GPUS_PER_NODE": "gpu:1",
+           "SLURM_SUBMIT_DIR": str(REPO), "MASTER_PORT": str(_free_port()), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(["bash", str(REPO / "scripts" / "slurm_train.sh"), *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _train_args(run: Path, steps: int) -> list[str]:
+    args = ["--run-dir", str(run), "--no-progress"]
+    for s in tiny_sets(**{"train.max_steps": steps, "train.ckpt_interval": 1000}):
+        args += ["--set", s]
+    return args
+
+
+@pytest.mark.slow
+def test_slurm_script_requeues_after_sigterm(tmp_path):
+    """SIGTERM to the batch script (what --signal=B:TERM@120 sends): training saves and stops, then the
+    script runs `scontrol requeue <job id>`; the requeued job would resume from that checkpoint."""
+    run = tmp_path / "run"
+    proc = _slurm(tmp_path, *_train_args(run, 100000))
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+        metrics = run / "metrics.jsonl"
+        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.1)
+    assert proc.poll() is None, proc.communicate()[0]
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 0, output
+    assert "stopped by signal SIGTERM" in output and "requeueing job 4242" in output
+    calls = (tmp_path / "scontrol.log").read_text().splitlines()
+    assert calls == ["show hostnames localhost", "requeue 4242"]
+    assert len(list(run.glob("ckpt_*.pt"))) == 1
+
+
+def test_slurm_script_does_not_requeue_a_run_that_ends_by_itself(tmp_path):
+    """A failed run (here a config error) is not requeued: it would fail again, forever."""
+    proc = _slurm(tmp_path, "--run-dir", str(tmp_path / "run"), "--set", "optim.lrr=1")
+    output, _ = proc.communicate(timeout=180)
+    assert proc.returncode != 0 and "did you mean 'optim.lr'" in output
+    assert "requeue" not in (tmp_path / "scontrol.log").read_text()
