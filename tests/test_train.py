@@ -149,7 +149,7 @@ def test_param_groups_exclude_norms_biases_and_gates_from_decay():
     from infiniattention import InfiniTransformerLM
 
     cfg = load_config(None, ["model.n_layer=2", "model.d_model=32", "model.n_head=2", "model.d_head=16",
-                             "optim.weight_decay=0.1", "optim.gate_lr_mult=10"])
+                             "optim.weight_decay=0.1", "optim.gate_lr_mult=10", "model.write_gate=true"])
     model = InfiniTransformerLM(cfg.model)
     groups = {g["name"]: g for g in param_groups(model, cfg.optim)}
     names = {id(p): n for n, p in model.named_parameters()}
@@ -158,6 +158,8 @@ def test_param_groups_exclude_norms_biases_and_gates_from_decay():
     assert groups["gate"]["lr_mult"] == 10 and groups["gate"]["weight_decay"] == 0
     no_decay = [names[id(p)] for p in groups["no_decay"]["params"]]
     assert any("norm" in n for n in no_decay) and any(n.endswith("bias") for n in no_decay)
+    assert {n for n in no_decay if "write_gate" in n} == {f"blocks.{i}.attn.write_gate.{w}" for i in range(2)
+                                                          for w in ("weight", "bias")}
     assert all(p.dim() >= 2 for p in groups["decay"]["params"])
     assert groups["decay"]["weight_decay"] == 0.1
     total = sum(len(g["params"]) for g in groups.values())

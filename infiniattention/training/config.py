@@ -66,7 +66,8 @@ class OptimConfig:
     lr: float = 2.5e-4
     """Peak learning rate."""
     weight_decay: float = 0.0
-    """Decoupled weight decay; never applied to norms, biases or the memory gates."""
+    """Decoupled weight decay; never applied to norms, biases, the gates b of eq. 10 or the memory's
+    write gates."""
     beta1: float = 0.9
     """AdamW beta1."""
     beta2: float = 0.999

@@ -28,7 +28,9 @@ def lr_at(step: int, cfg: OptimConfig, max_steps: int) -> float:
 
 
 def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
-    """Three groups: decayed weights; norms and biases (no decay); gates (no decay, `gate_lr_mult`).
+    """Three groups: decayed weights; norms, biases and the memory's write gates (no decay); the gates
+    b of eq. 10 (no decay, `gate_lr_mult`). A decayed write gate would pull every token's write
+    strength towards the same value, the opposite of what it is for.
 
     Every group carries `lr_mult`, by which `lr_at` is scaled when the trainer sets the learning rate.
     """
@@ -38,7 +40,7 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
             continue
         if name.endswith(".attn.gate"):
             gates.append(p)
-        elif p.dim() < 2 or "norm" in name or name.endswith("bias"):
+        elif p.dim() < 2 or "norm" in name or name.endswith("bias") or ".attn.write_gate." in name:
             no_decay.append(p)  # includes the xl r_w_bias / r_r_bias
         else:
             decay.append(p)
