@@ -95,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: cuda when a GPU is visible, else cpu (default: %(default)s)")
     e.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
                    help="autocast precision of the forward passes (default: %(default)s)")
-    e.add_argument("--out-dir", help="folder for passkey.md/.json/.png (default: next to the checkpoint)")
+    e.add_argument("--out-dir", help="folder for passkey.md/.json/.png (default: passkey_eval/ next to the "
+                   "checkpoint)")
     e.add_argument("--exact-rss", action=argparse.BooleanOptionalAction, default=True,
                    help="peak RSS = the working set: every block >= 1 MiB from its own mmap, returned when "
                    "freed (glibc). --no-exact-rss keeps them on the heap: about 2x the CPU "

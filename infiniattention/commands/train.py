@@ -5,8 +5,8 @@
     infini-train --config tiny        (installed: pip install .; a shipped config by its name)
     torchrun --nproc_per_node 8 --no-python infini-train --config enwik8_base
 
-Exit status: 0 when the run finished or stopped on SIGTERM/SIGINT with a checkpoint (rerun the same
-command to resume), 2 for a mistake in the input, 1 for a run that failed. See README.md, "Training".
+Exit status: 0 when the run finished or stopped on SIGTERM/SIGINT/SIGHUP with a checkpoint (rerun the
+same command to resume), 2 for a mistake in the input, 1 for a run that failed. See README.md, "Training".
 """
 
 from __future__ import annotations

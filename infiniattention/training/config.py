@@ -128,7 +128,7 @@ class TrainConfig:
     eval_interval: int = 4000
     """Steps between validations (0: only at the end)."""
     ckpt_interval: int = 4000
-    """Steps between checkpoints (0: only at the end or on SIGTERM)."""
+    """Steps between checkpoints (0: only at the end, or when SIGTERM, SIGINT or SIGHUP stops the run)."""
     keep_last: int = 3
     """Periodic checkpoints to keep (best.pt is kept in addition)."""
     max_bad_steps: int = 10
