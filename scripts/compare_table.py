@@ -44,10 +44,11 @@ def row_sets(row: str, segment_len: int) -> list[str]:
 
 
 def plan(rows: str, seeds: str, config: str, overrides: list[str]) -> list[str]:
-    """Tab-separated (row, seed, --set arguments) of every run, rows outer, seeds inner."""
-    from infiniattention.training.config import load_config
+    """Tab-separated (row, seed, --set arguments) of every run, rows outer, seeds inner. ``config``: a
+    train.py config, or a passkey one (with a ``passkey`` section)."""
+    from infiniattention.commands.passkey import load_passkey_config
 
-    cfg = load_config(config, overrides)
+    cfg, _ = load_passkey_config(config, overrides)
     names = [r.strip() for r in rows.split(",") if r.strip()]
     try:
         seed_list = [int(x) for x in seeds.split(",") if x.strip()] or [cfg.train.seed]

@@ -1,55 +1,93 @@
 #!/usr/bin/env bash
-# The CPU passkey recipe end to end, for one or more memory modes: stage 1 (configs/passkey_cpu.yaml,
-# short instances: the retrieval circuit forms), stage 2 (configs/passkey_cpu_2k.yaml, instances of up
-# to 2K tokens, initialised from stage 1's best.pt), then greedy retrieval with the state streamed, of
-# stage 2's last checkpoint (the end of its cosine schedule).
+# The CPU passkey recipe end to end, for one or more memories and seeds: stage 1 (configs/passkey_cpu.yaml,
+# short instances: the retrieval circuit forms), stage 2 (configs/passkey_cpu_2k.yaml, instances of up to
+# 2K tokens, initialised from stage 1's best.pt), then greedy retrieval with the state streamed, of
+# stage 2's last checkpoint (the end of its cosine schedule), in the filler and in real text.
 #
-#   bash scripts/passkey_cpu.sh [--out-dir runs/passkey] [--instances 20] [--no-long] [MODE ...]
+#   bash scripts/passkey_cpu.sh [--out-dir runs/passkey] [--seeds 1111,2222,3333] [--eval full|short|none]
+#                               [ROW ...]
 #
-# MODE: infini (default), xl (mem_len 64 = one segment), none. Per mode it writes OUT/MODE/stage1,
-# OUT/MODE/stage2 and OUT/MODE/eval (513 tokens to 8K, --instances keys per length and depth); for
-# infini also OUT/infini/eval_long (32K, 128K and 1M tokens, 2 keys per depth; --no-long skips it).
-# Timed on the idle 2-core VM (README.md, "Passkey retrieval"): infini trains in 38 minutes, and the
-# script with both evaluations takes 45.
-# A finished stage is not trained again (auto-resume); an interrupted one resumes where it stopped.
-# --out is the old name of --out-dir. PY=/path/to/python chooses the interpreter (default: .venv).
+# ROW: infini (the paper's memory; default), xl (mem_len 64 = one segment), none, or infini with memory
+# options joined by '+': gate, corrected, dpfp, l2 (e.g. infini+gate). Each seed sets train.seed and the
+# instances' passkey.seed (stage 1: SEED, stage 2: SEED + 1), so rows of the same seed see the same data.
+# Per row and seed it writes OUT/ROW/seed-SEED/{stage1,stage2,eval}. --eval full (default for infini
+# rows) evaluates the grid of docs/passkey.md: depths 0, 0.25, 0.5, 0.75, 1; the filler at 2K and 8K
+# (100 keys per cell), 32K (20), 128K and 1M (10); text of the valid and the test split at 2K, 8K (100)
+# and 32K (20); training-split text at 128K and 1M (10); and the memory probe (scripts/memory_probe.py)
+# in both haystacks from 2K to 1M. --eval short (default for xl and none, which reach no key beyond
+# their window): the filler and valid text at 2K and 8K, 20 keys. A finished stage or evaluation is not
+# run again; an interrupted training resumes where it stopped. --out is the old name of --out-dir.
+# PY=/path/to/python chooses the interpreter (default: .venv).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 out=runs/passkey
-instances=20
-long=1
-modes=()
+seeds=1111
+eval_mode=""
+rows=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --out-dir|--out) out=$2; shift 2 ;;
-        --instances) instances=$2; shift 2 ;;
-        --no-long) long=0; shift ;;
-        -h|--help) sed -n 2,15p "$0"; exit 0 ;;
-        infini|xl|none) modes+=("$1"); shift ;;
-        *) echo "error: unknown argument $1 (see --help)" >&2; exit 2 ;;
+        --seeds) seeds=$2; shift 2 ;;
+        --eval) eval_mode=$2; shift 2 ;;
+        -h|--help) sed -n 2,21p "$0"; exit 0 ;;
+        -*) echo "error: unknown argument $1 (see --help)" >&2; exit 2 ;;
+        *) rows+=("$1"); shift ;;
     esac
 done
-[ ${#modes[@]} -gt 0 ] || modes=(infini)
+case "$eval_mode" in ""|full|short|none) ;; *) echo "error: --eval must be full, short or none, got $eval_mode" >&2; exit 2 ;; esac
+[ ${#rows[@]} -gt 0 ] || rows=(infini)
 . scripts/python.sh
 require_modules torch yaml
+# Each row's --set arguments (a bad row or seed is refused here, before any training).
+plan=$("$PY" scripts/compare_table.py --plan "$(IFS=,; echo "${rows[*]}")" --seeds "$seeds" \
+       --config configs/passkey_cpu.yaml) || exit 2
 [ -f data/enwik8-sample/train.npy ] || bash getdata.sh enwik8-sample
-for mode in "${modes[@]}"; do
-    run=$out/$mode
-    echo "== $mode: stage 1 (configs/passkey_cpu.yaml) -> $run/stage1"
+
+evaluate() {  # evaluate NAME ARGS...: one passkey evaluation into $run/eval/NAME, skipped when done
+    local name=$1; shift
+    [ -f "$run/eval/$name/passkey.json" ] && return 0
+    echo "== $row, seed $seed: $name"
+    "$PY" scripts/passkey.py eval --checkpoint "$last" --no-exact-rss --out-dir "$run/eval/$name" "$@" \
+        | grep -E '^\| [0-9]' | head -n 8
+}
+
+probe() {  # probe NAME ARGS...: the memory probe into $run/eval/NAME, skipped when done
+    local name=$1; shift
+    [ -f "$run/eval/$name/memory_probe.json" ] && return 0
+    echo "== $row, seed $seed: $name"
+    "$PY" scripts/memory_probe.py --checkpoint "$last" --out-dir "$run/eval/$name" "$@" | tail -n 3
+}
+
+while IFS=$'\t' read -r row seed extra; do
+    run=$out/$row/seed-$seed
+    read -r -a sets <<< "$extra"
+    echo "== $row, seed $seed: stage 1 (configs/passkey_cpu.yaml) -> $run/stage1"
     "$PY" scripts/passkey.py train --config configs/passkey_cpu.yaml --run-dir "$run/stage1" --no-progress \
-        --set "model.memory=$mode"
-    echo "== $mode: stage 2 (configs/passkey_cpu_2k.yaml) -> $run/stage2"
+        "${sets[@]}" --set "train.seed=$seed" --set "passkey.seed=$seed"
+    echo "== $row, seed $seed: stage 2 (configs/passkey_cpu_2k.yaml) -> $run/stage2"
     "$PY" scripts/passkey.py train --config configs/passkey_cpu_2k.yaml --run-dir "$run/stage2" --no-progress \
-        --init "$run/stage1/best.pt" --set "model.memory=$mode"
-    # The last checkpoint, not best.pt: 32 validation instances rank checkpoints too coarsely (README).
+        --init "$run/stage1/best.pt" "${sets[@]}" --set "train.seed=$seed" --set "passkey.seed=$((seed + 1))"
+    # The last checkpoint, not best.pt: 32 validation instances rank checkpoints too coarsely.
     last=$(ls "$run"/stage2/ckpt_*.pt | sort | tail -n 1)
-    echo "== $mode: retrieval of $last, 513 tokens to 8K -> $run/eval"
-    "$PY" scripts/passkey.py eval --checkpoint "$last" --lengths 513,1k,2k,8k \
-        --instances "$instances" --out-dir "$run/eval" | tail -n 25
-    if [ "$mode" = infini ] && [ "$long" = 1 ]; then
-        echo "== $mode: retrieval, 32K to 1M tokens -> $run/eval_long"
-        "$PY" scripts/passkey.py eval --checkpoint "$last" --lengths 32k,128k,1m \
-            --instances 2 --out-dir "$run/eval_long" | tail -n 25
-    fi
-done
+    mode=$eval_mode
+    [ -n "$mode" ] || case "$row" in infini*) mode=full ;; *) mode=short ;; esac
+    case "$mode" in
+        short)
+            evaluate filler --lengths 2k,8k --instances 20
+            evaluate text-valid --lengths 2k,8k --instances 20 --haystack text --haystack-split valid ;;
+        full)
+            evaluate filler --lengths 2k,8k --instances 100
+            evaluate filler-32k --lengths 32k --instances 20
+            evaluate filler-long --lengths 128k,1m --instances 10
+            for split in valid test; do
+                evaluate "text-$split" --lengths 2k,8k --instances 100 --haystack text --haystack-split "$split"
+                evaluate "text-$split-32k" --lengths 32k --instances 20 --haystack text --haystack-split "$split"
+            done
+            evaluate text-train-long --lengths 128k,1m --instances 10 --haystack text --haystack-split train
+            if [ "${row%%+*}" = infini ]; then
+                probe probe-filler --lengths 2k,8k,32k,128k,1m --keys 4
+                probe probe-text --lengths 2k,8k,32k --keys 4 --haystack text --haystack-split valid
+            fi ;;
+    esac
+done <<< "$plan"

@@ -621,7 +621,10 @@ def test_cpu_recipe_stage_two_fits_stage_one_checkpoints():
 @pytest.mark.parametrize("args, code, message", [
     (["--help"], 0, "stage 1"),
     (["--bogus"], 2, "unknown argument --bogus"),
-    (["transformer"], 2, "unknown argument transformer"),
+    (["transformer"], 2, "unknown row 'transformer'"),
+    (["infini+gate+bogus"], 2, "unknown row 'infini+gate+bogus'"),
+    (["--seeds", "1,x"], 2, "--seeds must be comma-separated integers"),
+    (["--eval", "all"], 2, "--eval must be full, short or none"),
 ])
 def test_cpu_recipe_script_arguments(args, code, message):
     r = subprocess.run(["bash", str(ROOT / "scripts" / "passkey_cpu.sh"), *args], capture_output=True,
