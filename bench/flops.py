@@ -20,9 +20,9 @@ are not matmuls, so they are not what a matmul ceiling measures). Per layer and 
   ``2 N dk (d + 1)``; the delta write's retrieval ``phi(K) [M | z]``: ``2 N dk (d + 1)``; the write
   ``phi(K)^T V'``: ``2 N dk d`` (linear rule: the write only); the corrected normaliser's gamma and
   denominator floor ``phi(K) z``, ``phi(K) mass``: ``2 * 2 N dk``. ``dense`` counts what the layer
-  computes for the delta rule instead of the retrieval: ``P_s = w^T W``, ``2 N dk^2``, and the
-  ``(I - P_s) M_{s-1}`` product, ``2 dk^2 d`` (``dk <= N``-ish keys), or ``W M_{s-1}`` and
-  ``w^T (W M_{s-1})``, ``2 * 2 N dk d`` (wider keys, see ``memory.prefix_memories``);
+  computes for the delta rule with keys no wider than the segment (``memory.prefix_memories``):
+  ``P_s = w^T W``, ``2 N dk^2``, and the ``(I - P_s) M_{s-1}`` product, ``2 dk^2 d``, in place of the
+  retrieval's ``2 N dk d``; wider keys compute eq. 9 as written (the model FLOPs);
 - the write gate (``write_gate``): ``2 D n_head`` per token;
 - output head: ``2 D V`` per token (adaptive softmax: the head cluster and the cluster logits).
 """
@@ -84,14 +84,13 @@ def forward_flops(cfg: ModelConfig, shape: StepShape, attention: str = "causal")
         read = sum(2 * L * dk * (dh + 1) for L in segs)
         write = full * N * 2 * dk * dh
         if cfg.update == "delta":
-            write += full * N * 2 * dk * (1 if attention == "dense" else dh + 1)
+            write += full * N * 2 * dk * (dh + 1)
             if cfg.normalizer == "corrected":
                 write += full * 2 * 2 * N * dk
-            if attention == "dense":  # what prefix_memories computes in place of the retrieval
-                if 2 * N * dh < dk * (N + dh):
-                    write += full * 2 * 2 * N * dk * dh
-                else:
-                    write += full * (2 * N * dk * dk + 2 * dk * dk * dh)
+            if attention == "dense" and not 2 * N * dh < dk * (N + dh):
+                # the G form: P_s = w^T W and (I - P_s) M_{s-1} in place of the retrieval (wider keys
+                # compute eq. 9 as written: the retrieval and the write, the model FLOPs)
+                write += full * (2 * N * dk * dk + 2 * dk * dk * dh - 2 * N * dk * dh)
         mem = B * H * (read + write)
         proj += 2 * n * D * H if cfg.write_gate else 0
     if cfg.adaptive and cfg.cutoffs:

@@ -78,17 +78,53 @@ PAPER = MemoryOptions()
 def dpfp(x: Tensor, nu: int = DPFP_NU) -> Tensor:
     """DPFP (Schlag, Irie & Schmidhuber 2021): ``r = [ReLU(x), ReLU(-x)]`` (``2 d``), then for ``j = 1..nu``
     the products ``r_i r_{i-j}`` (indices mod ``2 d``), concatenated: ``[..., 2 nu d]``, >= 0."""
-    r = torch.cat([F.relu(x), F.relu(-x)], dim=-1)
-    return torch.cat([r * r.roll(j, dims=-1) for j in range(1, nu + 1)], dim=-1)
+    return _Features.apply(x, nu, None)
 
 
 def feature_map(x: Tensor, opts: MemoryOptions = PAPER) -> Tensor:
     """``phi(x)``, the features of queries and keys that the memory reads and writes with (eq. 7's
     ``s``): ``s(x) = ELU(x) + 1`` (the paper) or DPFP, optionally L2-normalised."""
-    f = sigma(x) if opts.feature == "elu" else dpfp(x)
+    if opts.feature == "dpfp":
+        return _Features.apply(x, DPFP_NU, opts.eps if opts.key_norm == "l2" else None)
+    f = sigma(x)
     if opts.key_norm == "l2":
         f = f / torch.linalg.vector_norm(f, dim=-1, keepdim=True).clamp_min(opts.eps)
     return f
+
+
+class _Features(torch.autograd.Function):
+    """DPFP features, L2-normalised when ``eps`` is given (``f / max(|f|, eps)``), with the backward
+    written out: it keeps ``r`` (``2 d`` per token, not the ``2 nu d`` features) and takes six
+    products per ``j`` where autograd's graph of the rolls, products, concatenations and the norm
+    makes about twice as many full-size passes (the feature map was half of the memory's cost)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, nu: int, eps: float | None) -> Tensor:
+        r = torch.cat([F.relu(x), F.relu(-x)], dim=-1)  # [..., 2d]
+        f = torch.cat([r * r.roll(j, dims=-1) for j in range(1, nu + 1)], dim=-1)  # [..., 2 nu d]
+        norm = None
+        if eps is not None:
+            norm = torch.linalg.vector_norm(f, dim=-1, keepdim=True)
+            f = f / norm.clamp_min(eps)
+        ctx.save_for_backward(r, f, norm)
+        ctx.nu, ctx.eps = nu, eps
+        return f
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        r, f, norm = ctx.saved_tensors
+        if ctx.eps is not None:
+            # out = f / n, n = max(|f|, eps): d out = (g - out (g . out) [|f| >= eps]) / n
+            radial = (grad * f).sum(-1, keepdim=True) * (norm >= ctx.eps)
+            grad = (grad - f * radial) / norm.clamp_min(ctx.eps)
+        g = grad.unflatten(-1, (ctx.nu, r.size(-1)))  # [..., nu, 2d]: block j - 1 is r * roll(r, j)
+        dr = torch.zeros_like(r)
+        for j in range(1, ctx.nu + 1):
+            gj = g[..., j - 1, :]
+            dr += gj * r.roll(j, dims=-1) + (gj * r).roll(-j, dims=-1)
+        d = r.size(-1) // 2
+        # relu(x) passes its gradient where x > 0, relu(-x) (negated) where x < 0: where r > 0.
+        return dr[..., :d] * (r[..., :d] > 0) - dr[..., d:] * (r[..., d:] > 0), None, None
 
 
 @torch.no_grad()
@@ -284,21 +320,21 @@ def prefix_memories(
 
     so only a ``dk x dk`` by ``dk x dv`` product per segment remains in the loop over segments, and
     its backward handles ``dk x dv`` gradients, never ``[B, H, N, d]`` ones. Keys wider than the
-    segment is long (``dpfp``; ``d_head > N``) take the cheaper ``M_{s-1} + U_s - w_s^T (W_s M_{s-1})``
-    instead, which never forms ``P_s``.
+    segment is long (``dpfp``; ``d_head > N``) take the first form, eq. 9 as written, which never forms
+    ``P_s``: two ``N``-wide products per segment (``4 N dk dv`` flops against ``2 dk^2 (N + dv)``).
     """
     B, H, S, N, _ = k.shape
     phi = feature_map(k, opts)  # [B, H, S, N, dk]
     dk = phi.size(-1)
     w = phi if beta is None else phi * beta.unsqueeze(-1)  # each token's write strength
     wT = w.transpose(-1, -2)  # [B, H, S, dk, N]
-    U = wT @ v  # [B, H, S, dk, dv]: w^T V of every segment
     mass = w.sum(dim=-2)  # [B, H, S, dk]: each segment's write into z before any correction
     if opts.normalizer == "corrected":
         dz = (w * corrected_gamma(z0, phi, beta, opts.eps).unsqueeze(-1)).sum(dim=-2)
     else:
         dz = mass
     if opts.update == "linear":
+        U = wT @ v  # [B, H, S, dk, dv]: w^T V of every segment
         Mz0 = augment(M0, z0).unsqueeze(2)  # [B, H, 1, dk, dv + 1]
         Mz = torch.cat([Mz0, Mz0 + augment(U, dz).cumsum(dim=2)], dim=2)  # [B, H, S + 1, ...]
         last = Mz[:, :, S]
@@ -309,17 +345,16 @@ def prefix_memories(
     dv = v.size(-1)
     Ms = [M0.reshape(B * H, dk, dv)]
     # unbind, not [:, :, s]: the backward of S slices would zero-fill S full-size gradients.
-    U_seg = U.reshape(B * H, S, dk, dv).unbind(1)
-    if 2 * N * dv < dk * (N + dv):
-        # Wide keys (dpfp: dk = 6 d_head): M_{s-1} + U_s - w_s^T (W_s M_{s-1}) never forms the dk x dk
-        # matrix P_s, two N-wide products instead (4 N dk dv flops against 2 dk^2 (N + dv)).
-        for wT_s, W_s, U_s in zip(wT.reshape(B * H, S, dk, N).unbind(1), W.reshape(B * H, S, N, dk).unbind(1),
-                                  U_seg, strict=True):
-            Ms.append(torch.baddbmm(Ms[-1] + U_s, wT_s, torch.bmm(W_s, Ms[-1]), alpha=-1.0))
+    if 2 * N * dv < dk * (N + dv):  # wide keys (dpfp: dk = 6 d_head): eq. 9 as written
+        for wT_s, W_s, V_s in zip(wT.reshape(B * H, S, dk, N).unbind(1), W.reshape(B * H, S, N, dk).unbind(1),
+                                  v.reshape(B * H, S, N, dv).unbind(1), strict=True):
+            Ms.append(torch.baddbmm(Ms[-1], wT_s, V_s - torch.bmm(W_s, Ms[-1])))  # M + w^T (V - W M)
     else:
         eye = torch.eye(dk, dtype=k.dtype, device=k.device)
         G = eye - wT @ W  # [B, H, S, dk, dk]: I - P_s
-        for G_s, U_s in zip(G.reshape(B * H, S, dk, dk).unbind(1), U_seg, strict=True):
+        U = wT @ v  # [B, H, S, dk, dv]: w^T V of every segment
+        for G_s, U_s in zip(G.reshape(B * H, S, dk, dk).unbind(1), U.reshape(B * H, S, dk, dv).unbind(1),
+                            strict=True):
             Ms.append(torch.baddbmm(U_s, G_s, Ms[-1]))  # U_s + (I - P_s) M_{s-1}
     M = torch.stack(Ms[:S], dim=1).reshape(B, H, S, dk, dv)
     return augment(M, z[:, :, :S]), Ms[S].reshape(B, H, dk, dv), z[:, :, S].clone()
