@@ -148,3 +148,37 @@ def test_compare_memory_rejects_bad_arguments():
         proc = subprocess.run(["bash", str(SCRIPTS / "compare_memory.sh"), *args], cwd=REPO,
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2 and proc.stderr.startswith("error:"), proc.stderr
+
+
+def test_passkey_table_gives_the_lowest_accuracy_over_the_seeds(tmp_path):
+    """scripts/passkey_table.py on the folder layout of passkey_cpu.sh: each cell is the lowest accuracy
+    over the seeds with their mean in brackets; the probe's layer is the one with the largest trace."""
+    def evaluation(run, name, length, accs, keys=10, wraps=False):
+        folder = run / "eval" / name
+        folder.mkdir(parents=True)
+        cells = [{"depth": d, "accuracy": a} for d, a in zip((0.0, 1.0), accs, strict=True)]
+        folder.joinpath("passkey.json").write_text(json.dumps(
+            {"depths": [0.0, 1.0], "instances": keys,
+             "rows": [{"length": length, "cells": cells, "haystack_wraps": wraps}]}))
+
+    def probe(run, traces):
+        folder = run / "eval" / "probe-filler"
+        folder.mkdir(parents=True)
+        rows = [{"length": n, "gate": {"1": 0.01}, "layers": [{"trace": 0.001}, {"trace": t}]}
+                for n, t in zip((2048, 2**20), traces, strict=True)]
+        folder.joinpath("memory_probe.json").write_text(json.dumps({"rows": rows}))
+
+    for seed, accs, traces in ((1, (1.0, 0.9), (0.8, 0.4)), (2, (0.7, 1.0), (0.6, 0.2))):
+        run = tmp_path / "infini+gate" / f"seed-{seed}"
+        evaluation(run, "filler", 8192, accs, keys=100)
+        evaluation(run, "filler-long", 2**20, (0.5, 0.5))
+        evaluation(run, "text-train-long", 2**20, (0.0, 0.1), wraps=True)
+        probe(run, traces)
+    table = load_script("passkey_table")
+    assert table.main([str(tmp_path), "--rows", "infini,infini+gate"]) == 0
+    text = (tmp_path / "passkey_tables.md").read_text()
+    assert "| 8K | 100 | 0.70 (0.85) | 0.90 (0.95) | 0.90 |" in text
+    assert "| 1M | 10 | 0.50 (0.50) | 0.50 (0.50) | 0.50 |" in text
+    assert "| 1M (text repeats) | 10 | 0.00 (0.00) | 0.10 (0.10) | 0.05 |" in text
+    assert "| `infini+gate` | filler | 1 | 0.7 | 0.3 | 2.33x | 0.01 |" in text
+    assert "`infini`," not in text  # a row without runs is left out
