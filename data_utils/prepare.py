@@ -685,7 +685,7 @@ def build_parser(prog: str = "getdata.sh") -> argparse.ArgumentParser:
     text.add_argument("--train", help="training file (with --valid and --test, instead of --input)")
     text.add_argument("--valid", help="validation file (with --train and --test)")
     text.add_argument("--test", help="test file (with --train and --valid)")
-    text.add_argument("--fractions", "--split", dest="fractions", default="0.9,0.05,0.05",
+    text.add_argument("--fractions", "--split", dest="split", default="0.9,0.05,0.05",
                       help="--input's train,valid,test fractions (default: %(default)s; --split is the "
                       "old name)")
     text.add_argument("--min-count", type=int, default=None, metavar="N",
@@ -711,7 +711,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "getdata.sh") -> int:
                 train=args.train,
                 valid=args.valid,
                 test=args.test,
-                fractions=_fractions(args.fractions),
+                fractions=_fractions(args.split),
                 protocol=args.protocol or "bytes",
                 min_count=args.min_count,
                 force=args.force,
