@@ -1,6 +1,6 @@
 """The word-level path end to end on a small text made here (`getdata.sh text --protocol words`, a few
-training steps with configs/wt2_tiny.yaml shrunk, eval.py --split against --text), and the adaptive
-cutoffs checked against the corpus's vocabulary rather than a placeholder."""
+training steps with configs/wt2_tiny.yaml shrunk and without its vocab_size, eval.py --split against
+--text), and the adaptive cutoffs checked against the corpus's vocabulary rather than a placeholder."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import random
 
 import pytest
+import yaml
 from test_train_utils import REPO
 
 from data_utils.corpus import Corpus
@@ -55,8 +56,10 @@ def word_run(tmp_path_factory):
             "model.d_inner": 64, "model.segment_len": 16, "model.dropout": 0.0, "data.batch_size": 2,
             "data.tgt_len": 32,
             "train.max_steps": 3, "train.eval_interval": 0, "train.ckpt_interval": 0, "train.device": "cpu"}
-    args = ["--config", str(REPO / "configs" / "wt2_tiny.yaml"), "--run-dir", str(root / "run"),
-            "--no-progress"]
+    config = yaml.safe_load((REPO / "configs" / "wt2_tiny.yaml").read_text())
+    del config["model"]["vocab_size"]  # no placeholder: the corpus's size is the one the cutoffs must fit
+    (root / "wt2_tiny.yaml").write_text(yaml.safe_dump(config))
+    args = ["--config", str(root / "wt2_tiny.yaml"), "--run-dir", str(root / "run"), "--no-progress"]
     for key, value in sets.items():
         args += ["--set", f"{key}={json.dumps(value)}"]
     assert train.main(args) == 0
