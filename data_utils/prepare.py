@@ -685,7 +685,7 @@ def build_parser(prog: str = "getdata.sh") -> argparse.ArgumentParser:
     text.add_argument("--train", help="training file (with --valid and --test, instead of --input)")
     text.add_argument("--valid", help="validation file (with --train and --test)")
     text.add_argument("--test", help="test file (with --train and --valid)")
-    text.add_argument("--fractions", "--split", dest="split", default="0.9,0.05,0.05",
+    text.add_argument("--fractions", "--split", dest="split", default="0.9,0.05,0.05", metavar="T,V,T",
                       help="--input's train,valid,test fractions (default: %(default)s; --split is the "
                       "old name)")
     text.add_argument("--min-count", type=int, default=None, metavar="N",
