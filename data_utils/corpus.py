@@ -41,18 +41,9 @@ class Corpus:
         meta_path = self.path / "meta.json"
         hint = _prepare_hint(self.name, self.path.parent)
         self.prepare_command = hint  # what prepares this corpus again, for messages
-        if not meta_path.is_file():
-            # meta.json is written last by prepare, so without it the folder is missing or unfinished.
-            if self.path.is_dir():
-                raise CorpusNotFoundError(f"{self.path} is not completely prepared ({meta_path} is missing: "
-                                          f"the preparation was interrupted or is running): run `{hint}`")
-            raise CorpusNotFoundError(f"{self.path} not found: run `{hint}`")
+        _require_finished(self.path, hint)
         self.meta: dict = _read_json(meta_path, hint)
-        vocab_dict = _read_json(self.path / "vocab.json", hint)
-        try:
-            self.vocab = Vocab.from_dict(vocab_dict)
-        except (KeyError, TypeError, ValueError) as err:
-            raise DataError(f"{self.path / 'vocab.json'} is malformed ({err}): re-run `{hint}`") from err
+        self.vocab = _read_vocab(self.path, hint)
         self._splits = {s: _load_ids(self.path / f"{s}.npy", len(self.vocab), hint) for s in SPLITS}
 
     @property
@@ -96,6 +87,33 @@ class Corpus:
 def get_corpus(data_dir: str | os.PathLike, dataset: str) -> Corpus:
     """The prepared corpus `data_dir/dataset`."""
     return Corpus(Path(data_dir) / dataset)
+
+
+def load_vocab(path: str | os.PathLike) -> Vocab:
+    """The vocabulary of the prepared corpus in folder `path`, without opening its splits (the trainer
+    sizes the model from it before it opens the corpus); the same errors as `Corpus`."""
+    path = Path(path)
+    hint = _prepare_hint(path.name, path.parent)
+    _require_finished(path, hint)
+    return _read_vocab(path, hint)
+
+
+def _require_finished(path: Path, hint: str) -> None:
+    """meta.json is written last by prepare, so without it the folder is missing or unfinished."""
+    meta_path = path / "meta.json"
+    if meta_path.is_file():
+        return
+    if path.is_dir():
+        raise CorpusNotFoundError(f"{path} is not completely prepared ({meta_path} is missing: the "
+                                  f"preparation was interrupted or is running): run `{hint}`")
+    raise CorpusNotFoundError(f"{path} not found: run `{hint}`")
+
+
+def _read_vocab(path: Path, hint: str) -> Vocab:
+    try:
+        return Vocab.from_dict(_read_json(path / "vocab.json", hint))
+    except (KeyError, TypeError, ValueError) as err:
+        raise DataError(f"{path / 'vocab.json'} is malformed ({err}): re-run `{hint}`") from err
 
 
 def _read_json(path: Path, hint: str) -> dict:

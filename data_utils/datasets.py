@@ -8,6 +8,16 @@ air-gapped cluster with its own copies) can swap an entry with `dataclasses.repl
 Published sizes and hashes come from Matt Mahoney's page (enwik8, text8), from values that many
 independent repositories agree on (the sha256 values), and from torchtext (the wikitext zip MD5s); see
 `../shared/data/README.md` of the project for the sources.
+
+WikiText's extracted files (`wiki.{train,valid,test}.tokens`) have no published hash: only the zips'
+MD5s are published (torchtext), and the sha256 values that circulate belong to re-distributed copies
+(pytorch/examples' `word_language_model/data/wikitext-2/*.txt`) that could not be compared with the
+zip's members offline, so they are not used. What is published for the extracted files is checked
+instead: their line counts (torchtext's NUM_LINES) and token counts (the WikiText paper, Merity et al.
+2016, Table 1: whitespace words plus one `<eos>` per line). The bundled copy of WikiText-2's
+validation file (data/samples/wiki.valid.tokens, from pytorch/examples) matches both. Counts catch a
+wrong, truncated or re-tokenised file; they cannot prove the bytes equal the archive's, and meta.json
+records which checks a preparation passed.
 """
 
 from __future__ import annotations
@@ -28,11 +38,16 @@ def samples_dir() -> Path:
 
 @dataclass(frozen=True)
 class Expected:
-    """What a file must look like: any of size, sha256, md5 that is known (None = not checked)."""
+    """What a file must look like: any of size, sha256, md5, lines, tokens that is known (None = not
+    checked)."""
 
     size: int | None = None
     sha256: str | None = None
     md5: str | None = None
+    lines: int | None = None
+    """Lines of a text file, read as the word-level preparation reads it (UTF-8, universal newlines)."""
+    tokens: int | None = None
+    """Whitespace-separated words plus one `<eos>` per line: the WikiText paper's token count."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +76,8 @@ class DatasetSpec:
     """One dataset: its locations, checks, preparation kind, protocols and split.
 
     `kind` selects the preparation code: "bytes" (enwik8 and its sample), "chars" (text8) or "words"
-    (wikitext). `split_bounds` = (train_end, valid_end, test_end) in bytes, for byte/char corpora:
+    (wikitext). `split_bounds` = (train_end, valid_end, test_end) cut one source file: in bytes for
+    byte/char corpora, in lines for a word corpus (whose three splits are otherwise three files):
     train = [0, train_end), valid = [train_end, valid_end), test = [valid_end, test_end).
     `local_dir` set means the sources are already on disk (the bundled sample): no archive, no network.
     """
@@ -88,9 +104,20 @@ _WIKITEXT = ("https://wikitext.smerity.com",)
 _ENWIK8_SPLIT = (90_000_000, 95_000_000, 100_000_000)
 
 
-def _wikitext_sources(folder: str) -> tuple[Source, ...]:
-    # No published hashes exist for the extracted .tokens files: the archive's MD5 covers them.
-    return tuple(Source(f"{folder}/wiki.{split}.tokens") for split in ("train", "valid", "test"))
+# Published (lines, tokens) of wiki.{train,valid,test}.tokens (see the module docstring). Both
+# WikiText-2 and WikiText-103 use the same validation and test articles.
+_WT_VALID_TEST = ((3_760, 217_646), (4_358, 245_569))
+_WT2_COUNTS = ((36_718, 2_088_628), *_WT_VALID_TEST)
+_WT103_COUNTS = ((1_801_350, 103_227_021), *_WT_VALID_TEST)
+
+
+def _wikitext_sources(folder: str, counts: tuple[tuple[int, int], ...]) -> tuple[Source, ...]:
+    # No published hashes exist for the extracted .tokens files: the archive's MD5 covers them, and the
+    # published line and token counts are what an extracted file given on its own is checked against.
+    return tuple(
+        Source(f"{folder}/wiki.{split}.tokens", Expected(lines=lines, tokens=tokens))
+        for split, (lines, tokens) in zip(("train", "valid", "test"), counts, strict=True)
+    )
 
 
 REGISTRY: dict[str, DatasetSpec] = {
@@ -149,7 +176,7 @@ REGISTRY: dict[str, DatasetSpec] = {
         kind="words",
         base_urls=_WIKITEXT,
         archive=Archive("wikitext-2-v1.zip", Expected(md5="542ccefacc6c27f945fb54453812b3cd")),
-        sources=_wikitext_sources("wikitext-2"),
+        sources=_wikitext_sources("wikitext-2", _WT2_COUNTS),
         protocols=("txl",),
         licence="WikiText (Merity et al. 2016): CC BY-SA (Wikipedia text)",
     ),
@@ -158,7 +185,7 @@ REGISTRY: dict[str, DatasetSpec] = {
         kind="words",
         base_urls=_WIKITEXT,
         archive=Archive("wikitext-103-v1.zip", Expected(md5="9ddaacaf6af0710eda8c456decff7832")),
-        sources=_wikitext_sources("wikitext-103"),
+        sources=_wikitext_sources("wikitext-103", _WT103_COUNTS),
         protocols=("txl",),
         licence="WikiText (Merity et al. 2016): CC BY-SA (Wikipedia text)",
     ),
@@ -181,6 +208,29 @@ REGISTRY: dict[str, DatasetSpec] = {
         protocols=("txl", "bytes"),
         split_bounds=(900_000, 950_000, 1_000_000),
         local_dir=samples_dir(),
+    ),
+    # The bundled real WikiText-2 validation file (data/samples/wiki.valid.tokens), cut by lines at
+    # article starts into about 89 / 6 / 5 % of its tokens: a word-level corpus without any network.
+    "wikitext-2-sample": DatasetSpec(
+        name="wikitext-2-sample",
+        kind="words",
+        base_urls=(),
+        archive=None,
+        sources=(
+            Source(
+                "wiki.valid.tokens",
+                Expected(
+                    size=1_121_681,
+                    sha256="f0737ed31fc1329026e95cb8b98e19c2a182c39c240ab909dc31abf2f8af58e8",
+                    lines=_WT_VALID_TEST[0][0],
+                    tokens=_WT_VALID_TEST[0][1],
+                ),
+            ),
+        ),
+        protocols=("txl",),
+        split_bounds=(3_347, 3_582, 3_760),
+        local_dir=samples_dir(),
+        licence="WikiText (Merity et al. 2016): CC BY-SA (Wikipedia text)",
     ),
 }
 

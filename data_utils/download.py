@@ -15,7 +15,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
@@ -51,8 +51,9 @@ def file_digests(path: Path, algorithms: Iterable[str] = ("sha256", "md5")) -> d
     return {name: h.hexdigest() for name, h in hashers.items()}
 
 
-def verify(path: Path, expected: Expected, label: str | None = None) -> dict[str, str | int]:
-    """Check a file against its expected size and hashes; return what was measured.
+def verify(path: Path, expected: Expected, label: str | None = None) -> dict:
+    """Check a file against its expected size, hashes and text counts; return what was measured, and in
+    `checked` the names of the published values it matched (absent when nothing was known to compare).
 
     Raises ChecksumError naming the file, the expected and the actual value at the first mismatch.
     The size is checked first: it is free and catches truncated downloads.
@@ -62,12 +63,42 @@ def verify(path: Path, expected: Expected, label: str | None = None) -> dict[str
     if expected.size is not None and size != expected.size:
         raise ChecksumError(f"{label}: size mismatch: expected {expected.size} bytes, got {size} bytes")
     algorithms = ["sha256"] + (["md5"] if expected.md5 else [])
-    digests = file_digests(path, algorithms)
+    measured: dict = {"size": size, **file_digests(path, algorithms)}
     for name in algorithms:
         want = getattr(expected, name)
-        if want is not None and digests[name] != want.lower():
-            raise ChecksumError(f"{label}: {name} mismatch: expected {want}, got {digests[name]}")
-    return {"size": size, **digests}
+        if want is not None and measured[name] != want.lower():
+            raise ChecksumError(f"{label}: {name} mismatch: expected {want}, got {measured[name]}")
+    if expected.lines is not None or expected.tokens is not None:
+        measured.update(_text_counts(path, label))
+        for name in ("lines", "tokens"):
+            want = getattr(expected, name)
+            if want is not None and measured[name] != want:
+                raise ChecksumError(f"{label}: {name} mismatch: expected {want:,} {name}, got "
+                                    f"{measured[name]:,} (not the published file)")
+    checked = [n for n in ("size", "sha256", "md5", "lines", "tokens") if getattr(expected, n) is not None]
+    return {**measured, "checked": checked} if checked else measured
+
+
+def text_lines(path: Path) -> Iterator[str]:
+    """The lines of a UTF-8 text file as the word-level preparation reads them: text mode with universal
+    newlines, as Transformer-XL and torchtext read WikiText. ValueError (naming the file) if not UTF-8."""
+    with open(path, encoding="utf-8") as f:
+        try:
+            yield from f
+        except UnicodeDecodeError:
+            raise ValueError(f"{path} is not UTF-8 text: word-level preparation reads UTF-8") from None
+
+
+def _text_counts(path: Path, label: str) -> dict[str, int]:
+    """Lines, and tokens as the WikiText paper counts them: whitespace words plus one `<eos>` per line."""
+    lines = tokens = 0
+    try:
+        for line in text_lines(path):
+            lines += 1
+            tokens += len(line.split()) + 1
+    except ValueError:  # not UTF-8
+        raise ChecksumError(f"{label}: not UTF-8 text: not the published file") from None
+    return {"lines": lines, "tokens": tokens}
 
 
 def is_url(location: str) -> bool:

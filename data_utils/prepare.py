@@ -8,11 +8,20 @@ Output per dataset, in `<data-dir>/<name>/`:
   preparation, so an interrupted run is never mistaken for a finished one. It records the size, sha256
   and stat signature of every file above (`data_utils.fingerprint`): a file edited later no longer
   matches, and the next `getdata.sh` prepares the dataset again instead of saying "nothing to do".
+  Its `sources` say what each source file was checked against (`checked`: the published values it
+  matched; `extracted_from`: the archive whose published hash matched, when it came out of one).
 
 Each preparation builds its files in a temporary folder beside the dataset (`.<name>.build-<pid>`) and
 moves them into place while holding the dataset's lock (`.<name>.lock` beside it, naming its holder): a
 second preparation of the same name waits for the first, then finds the result prepared (or prepares
 its own settings after it), so two preparations never mix their files. Downloads stay in `raw/`.
+
+Offline, a registry dataset comes from `--mirror DIR`: a folder holding its archive (checked against
+the archive's published hash), or the files extracted from it (for WikiText `wiki.train.tokens`,
+`wiki.valid.tokens`, `wiki.test.tokens`, directly in DIR or in DIR/wikitext-2/ as unzip leaves them).
+No hash of WikiText's extracted files is published, so those are checked against their published line
+and token counts (see datasets.py), and meta.json says so. Files copied into `raw/` by hand are checked
+the same way; a file that does not match is refused, never prepared under the dataset's name.
 
 Protocols (the name is stored in meta.json):
 - enwik8 `txl` (default): Transformer-XL's. Split bytes [0, 90M) / [90M, 95M) / [95M, 100M), then drop
@@ -26,32 +35,37 @@ Protocols (the name is stored in meta.json):
   ordered as for enwik8 `txl`. `chars` keeps every character of each split.
 - wikitext-2 / -103 `txl`: whitespace tokens (`str.split()`), `<eos>` after every line (empty lines
   too). The vocabulary is `<eos>` (id 0, as Transformer-XL's special symbol) followed by the training
-  split's tokens by descending frequency, ties by first occurrence. A valid/test token missing from it
-  maps to `<unk>`.
-- `text`: a user file (split 90/5/5 by bytes) or separate `--train/--valid/--test` files, as bytes
-  (`bytes`, default) or with enwik8's `txl` rules.
+  split's tokens by descending frequency, ties by first occurrence (`<unk>` is one of them: WikiText's
+  text holds it). A valid/test token missing from it maps to `<unk>`. `wikitext-2-sample` is the same
+  protocol on the bundled real WikiText-2 validation file, cut by lines into train/valid/test.
+- `text`: a user file (split 90/5/5) or separate `--train/--valid/--test` files, as bytes (`bytes`,
+  default), with enwik8's `txl` rules, or as words (`words`: the wikitext protocol, with `--min-count`;
+  one `--input` file is cut at line ends by shares of its tokens).
 """
 
 from __future__ import annotations
 
 import argparse
 import array
+import bisect
 import contextlib
+import functools
 import glob
+import itertools
 import json
 import logging
 import os
 import shutil
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from . import download
 from .corpus import SPLITS
-from .datasets import DEFAULT_DATASETS, REGISTRY, DatasetSpec, Expected
+from .datasets import DEFAULT_DATASETS, REGISTRY, DatasetSpec, Expected, Source
 from .fingerprint import PREPARED_FILES, changed, fingerprint, stat_signature
 from .locking import HolderLock, describe
 from .vocab import EOS, UNK, Vocab
@@ -60,7 +74,7 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 MIRROR_ENV = "INFINIATTENTION_MIRROR"
-TEXT_PROTOCOLS = ("bytes", "txl")
+TEXT_PROTOCOLS = ("bytes", "txl", "words")
 _NEWLINE = 10
 _WHITESPACE = frozenset(b" \t\n\r\x0b\x0c")
 _SCAN = 1 << 22
@@ -80,10 +94,13 @@ def source_location(base: str, filename: str) -> str:
 def ensure_sources(
     spec: DatasetSpec, raw_dir: Path, mirror: str | None = None, *, progress: bool = True
 ) -> dict[str, tuple[Path, dict]]:
-    """Verified source files of a dataset: {file name: (path, measured size and hashes)}.
+    """Verified source files of a dataset: {file name: (path, measured size, hashes and counts)}.
 
-    Extracted files already in `raw_dir` are re-verified and reused; otherwise the archive is fetched
-    (from `mirror` if given, else from each of the registry's base URLs in turn) and extracted.
+    Extracted files already in `raw_dir` are re-verified and reused; otherwise, when `mirror` is a local
+    folder that holds the extracted files but not the archive, they are copied in, verified; otherwise
+    the archive is fetched (from `mirror` if given, else from each of the registry's base URLs in turn),
+    verified and extracted. Each record's `checked` names the published values the file matched, and
+    `extracted_from` the archive (whose published hash matched) when it came out of one now.
     """
     if spec.local_dir is not None:  # bundled: verify in place, never copy or download
         out = {}
@@ -97,19 +114,74 @@ def ensure_sources(
     present = {src.filename: raw_dir / src.filename for src in spec.sources}
     if all(p.is_file() for p in present.values()):
         logger.info("%s: source files present in %s; verifying", spec.name, raw_dir)
-        return {
-            src.filename: (present[src.filename], download.verify(present[src.filename], src.expected))
-            for src in spec.sources
-        }
+        return {src.filename: (present[src.filename], _verify_present(present[src.filename], src))
+                for src in spec.sources}
     if spec.archive is None:
         raise ValueError(f"registry entry {spec.name!r} has neither an archive nor a local_dir")
+    extracted_elsewhere = extracted_files(spec, mirror)
+    if extracted_elsewhere is not None:
+        return _copy_extracted(spec, extracted_elsewhere, raw_dir, progress=progress)
     archive = _fetch_archive(spec, raw_dir, mirror, progress=progress)
     members = {src.member: (src.filename, src.expected) for src in spec.sources}
     extracted = download.safe_extract(archive, raw_dir, members)
-    return {
-        src.filename: (extracted[src.member], download.verify(extracted[src.member], src.expected))
-        for src in spec.sources
-    }
+    out = {}
+    for src in spec.sources:
+        path = extracted[src.member]
+        out[src.filename] = (path, {**download.verify(path, src.expected), "extracted_from": archive.name})
+    return out
+
+
+def _verify_present(path: Path, src: Source) -> dict:
+    try:
+        return download.verify(path, src.expected)
+    except download.ChecksumError as err:
+        raise download.ChecksumError(f"{err}: delete it, or put the published file there") from None
+
+
+def extracted_files(spec: DatasetSpec, mirror: str | None) -> dict[str, Path] | None:
+    """The source files of `spec` in a local `mirror` folder that holds them extracted instead of the
+    archive: each at its path inside the archive (`wikitext-2/wiki.train.tokens`, as unzip leaves it)
+    or directly in the folder. None when `mirror` is no such folder, or holds the archive (whose
+    published hash is the stronger check)."""
+    if not mirror or download.is_url(mirror) or not Path(mirror).is_dir():
+        return None
+    folder = Path(mirror)
+    if spec.archive is not None and (folder / spec.archive.name).is_file():
+        return None
+    found = {}
+    for src in spec.sources:
+        candidates = [p for p in (folder / src.member, folder / src.filename) if p.is_file()]
+        if not candidates:
+            return None
+        found[src.filename] = candidates[0]
+    return found
+
+
+def _copy_extracted(
+    spec: DatasetSpec, files: Mapping[str, Path], raw_dir: Path, *, progress: bool
+) -> dict[str, tuple[Path, dict]]:
+    """Copy extracted source files into `raw_dir`, each verified against what is published for it (a
+    file with nothing published would be taken on trust, so it is refused)."""
+    out = {}
+    for src in spec.sources:
+        if src.expected == Expected():
+            raise download.ChecksumError(
+                f"{spec.name}: nothing is published to check an extracted {src.filename} against: give the "
+                f"archive {spec.archive.name if spec.archive else ''} instead (--mirror DIR holding it)")
+        logger.info("%s: copying the extracted %s", spec.name, files[src.filename])
+        dest = download.fetch(str(files[src.filename]), raw_dir / src.filename, src.expected,
+                              progress=progress)
+        out[src.filename] = (dest, download.verify(dest, src.expected))
+    return out
+
+
+def describe_checks(filename: str, info: Mapping) -> str:
+    """What a verified source file is known to match, for the log (meta.json keeps the same record)."""
+    origin = f", extracted from {info['extracted_from']} (its published hash matched)" \
+        if "extracted_from" in info else ""
+    if not info.get("checked"):
+        return f"{filename}: no published value to check it against{origin}"
+    return f"{filename} matches the published {', '.join(info['checked'])}{origin}"
 
 
 def _fetch_archive(spec: DatasetSpec, raw_dir: Path, mirror: str | None, *, progress: bool) -> Path:
@@ -125,10 +197,12 @@ def _fetch_archive(spec: DatasetSpec, raw_dir: Path, mirror: str | None, *, prog
         except OSError as err:  # try the next location; hash errors propagate
             logger.warning("%s: %s", spec.name, err)
             errors.append(f"{location}: {err}")
+    files = ", ".join(src.filename for src in spec.sources)
     raise OSError(
         f"{spec.name}: could not fetch {spec.archive.name} ("
         + "; ".join(errors)
-        + f"). Use --mirror URL_OR_DIR (or ${MIRROR_ENV}) to point at a copy."
+        + f"). Use --mirror URL_OR_DIR (or ${MIRROR_ENV}) to point at a copy of it, or --mirror DIR at a "
+        f"folder holding the files extracted from it ({files})."
     )
 
 
@@ -204,33 +278,80 @@ def prepare_chars(parts: list[np.ndarray], protocol: str) -> tuple[list[np.ndarr
     return [table[p] for p in parts], vocab
 
 
-def _lines(path: Path):
-    # Text mode with default newline handling, as Transformer-XL reads these files.
-    with open(path, encoding="utf-8") as f:
-        yield from f
+def word_vocab(train_lines: Iterable[str], min_count: int = 1) -> Vocab:
+    """The vocabulary of a word-level training split: `<eos>` (id 0, Transformer-XL's special symbol),
+    then the words seen at least `min_count` times by descending count, ties by first occurrence, and
+    `<unk>`.
 
-
-def prepare_words(paths: Sequence[Path]) -> tuple[list[np.ndarray], Vocab]:
-    """Word-level wikitext protocol: `str.split()` tokens plus `<eos>` per line; train vocabulary."""
+    The words below `min_count` are `<unk>` in every split, so `<unk>` ranks with their counts added to
+    its own (an `<unk>` already in the text is that same symbol); it comes last when the training split
+    has none, since valid and test words unseen in training still need it. With `min_count` 1 on
+    WikiText, whose text holds `<unk>`, this is exactly Transformer-XL's order.
+    """
     counter: Counter[str] = Counter()
-    for line in _lines(paths[0]):
+    for line in train_lines:
         counter.update(line.split())
-    # most_common() sorts stably, so equal counts keep first-occurrence order.
-    vocab = Vocab("word", [EOS] + [w for w, _ in counter.most_common() if w != EOS])
-    index, eos = vocab.index, vocab.index[EOS]
-    unk = vocab.unk_id
-    out = []
-    for path in paths:
-        ids = array.array("I")
-        for line in _lines(path):
-            for word in line.split():
-                i = index.get(word, unk)
-                if i is None:
-                    raise ValueError(f"{path}: word {word!r} is not in the training vocabulary (no {UNK})")
-                ids.append(i)
-            ids.append(eos)
-        out.append(np.frombuffer(ids, dtype=np.uint32).astype(vocab.dtype(), copy=False))
-    return out, vocab
+    counts: dict[str, int] = {}
+    for word, n in counter.items():  # in order of first occurrence
+        kept = word if n >= min_count or word == EOS else UNK
+        counts[kept] = counts.get(kept, 0) + n
+    counts.pop(EOS, None)  # a literal "<eos>" in the text is the line end's id
+    ranked = sorted(counts, key=counts.__getitem__, reverse=True)  # stable: ties keep first occurrence
+    return Vocab("word", [EOS, *ranked, *([] if UNK in counts else [UNK])])
+
+
+def word_ids(lines: Iterable[str], vocab: Vocab) -> np.ndarray:
+    """Ids of the `str.split()` words of each line, then `<eos>`; a word outside `vocab` is `<unk>`."""
+    index, eos, unk = vocab.index, vocab.index[EOS], vocab.index[UNK]
+    ids = array.array("I")
+    for line in lines:
+        ids.extend([index.get(word, unk) for word in line.split()])
+        ids.append(eos)
+    return np.frombuffer(ids, dtype=np.uint32).astype(vocab.dtype(), copy=False)
+
+
+LineSource = Callable[[], Iterator[str]]
+
+
+def _line_range(path: Path, start: int, stop: int) -> Iterator[str]:
+    return itertools.islice(download.text_lines(path), start, stop)
+
+
+def line_splits(path: Path, bounds: Sequence[int]) -> list[LineSource]:
+    """The line ranges [0, b0), [b0, b1), [b1, b2) of one text file; the bounds must fit its lines exactly."""
+    n = sum(1 for _ in download.text_lines(path))
+    train_end, valid_end, test_end = bounds
+    if not 0 < train_end < valid_end < test_end == n:
+        raise ValueError(f"split bounds {tuple(bounds)} do not fit the {n} lines of {path}")
+    return [functools.partial(_line_range, path, lo, hi)
+            for lo, hi in ((0, train_end), (train_end, valid_end), (valid_end, test_end))]
+
+
+def word_line_bounds(path: Path, fractions: Sequence[float]) -> tuple[int, int, int]:
+    """Line bounds that cut a text file into `fractions` of its tokens (words plus one `<eos>` per line):
+    each of train and valid ends at the first line end at or past its share, so no line is cut."""
+    ends = list(itertools.accumulate(len(line.split()) + 1 for line in download.text_lines(path)))
+    total = ends[-1] if ends else 0
+    train_end = bisect.bisect_left(ends, fractions[0] * total) + 1
+    valid_end = bisect.bisect_left(ends, (fractions[0] + fractions[1]) * total) + 1
+    if not 0 < train_end < valid_end < len(ends):
+        raise ValueError(f"{path} has {len(ends)} line(s): too few to cut into {list(fractions)} of its "
+                         "words at line ends; give --train/--valid/--test files, or other --fractions")
+    return train_end, valid_end, len(ends)
+
+
+def prepare_words(
+    paths: Sequence[Path], *, min_count: int = 1, line_bounds: Sequence[int] | None = None
+) -> tuple[list[np.ndarray], Vocab]:
+    """Word-level protocol (WikiText's, as Transformer-XL reads it): `str.split()` words plus `<eos>` per
+    line, the vocabulary from the training split (`word_vocab`), other words `<unk>`. The splits are the
+    three files `paths`, or with `line_bounds` the line ranges of the one file `paths[0]`."""
+    if line_bounds is not None:
+        splits = line_splits(paths[0], line_bounds)
+    else:
+        splits = [functools.partial(download.text_lines, path) for path in paths]
+    vocab = word_vocab(splits[0](), min_count)
+    return [word_ids(lines(), vocab) for lines in splits], vocab
 
 
 # ----------------------------------------------------------------------------------------------
@@ -347,7 +468,7 @@ def _registry_problem(out_dir: Path, spec: DatasetSpec, protocol: str) -> str | 
         got = sources.get(src.filename)
         if got is None:
             return f"{out_dir} was prepared from other sources"
-        for key in ("size", "sha256", "md5"):
+        for key in ("size", "sha256", "md5", "lines", "tokens"):
             want = getattr(src.expected, key)
             if want is not None and got.get(key) != want:
                 return f"{out_dir} was prepared from other sources"
@@ -427,10 +548,12 @@ def prepare_dataset(
         if not _must_prepare(out_dir, what, problem, force):
             return out_dir
         sources = ensure_sources(spec, out_dir / "raw", mirror, progress=progress)
+        for filename, (_, info) in sources.items():
+            logger.info("%s: %s", name, describe_checks(filename, info))
         logger.info("%s: preparing protocol %s", name, protocol)
         paths = [sources[src.filename][0] for src in spec.sources]
         if spec.kind == "words":
-            splits, vocab = prepare_words(paths)
+            splits, vocab = prepare_words(paths, line_bounds=spec.split_bounds)
         else:
             data = np.fromfile(paths[0], dtype=np.uint8)
             parts = byte_splits(data, spec.split_bounds)
@@ -462,15 +585,24 @@ def prepare_text(
     test: str | os.PathLike | None = None,
     fractions: Sequence[float] = (0.9, 0.05, 0.05),
     protocol: str = "bytes",
+    min_count: int | None = None,
     force: bool = False,
 ) -> Path:
-    """Prepare a user's text as a byte-level corpus `data_dir/name`.
+    """Prepare a user's text as a corpus `data_dir/name`.
 
-    Either one `input_path` file, split by bytes in `fractions` (default 90/5/5), or three files `train`,
-    `valid`, `test`. The byte cut may split a multi-byte character, which a byte model does not mind.
+    Either one `input_path` file, cut in `fractions` (default 90/5/5), or three files `train`, `valid`,
+    `test`. Protocols: `bytes` (default) and `txl` (enwik8's rules) cut by bytes, which may split a
+    multi-byte character (a byte model does not mind); `words` is WikiText's word level
+    (`prepare_words`), cut at line ends by shares of the tokens, with the vocabulary of the training
+    split: words seen fewer than `min_count` (default 1) times there, and words it lacks, are `<unk>`.
     """
     if protocol not in TEXT_PROTOCOLS:
         raise ValueError(f"text has no protocol {protocol!r}; valid protocols: {', '.join(TEXT_PROTOCOLS)}")
+    if min_count is not None and protocol != "words":
+        raise ValueError("--min-count applies to --protocol words only")
+    min_count = 1 if min_count is None else min_count
+    if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1:
+        raise ValueError(f"--min-count must be a positive integer, got {min_count!r}")
     if name in REGISTRY or name in ("text", "samples") or not name or "/" in name:
         raise ValueError(f"--name {name!r} is not allowed: pick a new folder name for your corpus")
     separate = [train, valid, test]
@@ -490,6 +622,8 @@ def prepare_text(
         raise ValueError(f"split fractions must be three positive numbers summing to 1, got {fractions}")
     settings = {"protocol": protocol, "sources": sources,
                 "fractions": fractions if input_path is not None else None}
+    if protocol == "words":  # only here: byte corpora prepared before keep matching their meta.json
+        settings["min_count"] = min_count
     what = f"{name} (protocol {protocol})"
 
     def problem() -> str | None:
@@ -501,24 +635,32 @@ def prepare_text(
     with dataset_lock(out_dir):
         if not _must_prepare(out_dir, what, problem, force):
             return out_dir
-        if input_path is not None:
-            data = np.fromfile(files[0], dtype=np.uint8)
-            n = len(data)
-            bounds = (int(n * fractions[0]), int(n * (fractions[0] + fractions[1])), n)
-            parts = byte_splits(data, bounds)
+        if protocol == "words":
+            bounds = word_line_bounds(files[0], fractions) if input_path is not None else None
+            splits, vocab = prepare_words(files, min_count=min_count, line_bounds=bounds)
         else:
-            parts = [np.fromfile(f, dtype=np.uint8) for f in files]
-        splits, vocab = prepare_bytes(parts, protocol)
+            parts = _text_byte_parts(files, input_path is not None, fractions)
+            splits, vocab = prepare_bytes(parts, protocol)
         meta = write_prepared(out_dir, splits, vocab, {"dataset": name, "kind": "text", **settings})
     logger.info("%s: %s tokens, vocabulary %d -> %s", name, meta["tokens"], meta["vocab_size"], out_dir)
     return out_dir
+
+
+def _text_byte_parts(files: Sequence[Path], one_file: bool, fractions: Sequence[float]) -> list[np.ndarray]:
+    """The three byte splits of a user's text: one file cut in `fractions` of its bytes, or three files."""
+    if not one_file:
+        return [np.fromfile(f, dtype=np.uint8) for f in files]
+    data = np.fromfile(files[0], dtype=np.uint8)
+    n = len(data)
+    return byte_splits(data, (int(n * fractions[0]), int(n * (fractions[0] + fractions[1])), n))
 
 
 def build_parser(prog: str = "getdata.sh") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Download, verify, extract and prepare corpora into DATA_DIR/<name>/.",
-        epilog="datasets: " + ", ".join(REGISTRY) + "; `text --input FILE --name NAME` for your own text",
+        epilog="datasets: " + ", ".join(REGISTRY) + "; `text --input FILE --name NAME` for your own text "
+        "(`--protocol words` for a word-level corpus)",
     )
     parser.add_argument(
         "datasets", nargs="*", metavar="DATASET", help="default: " + " ".join(DEFAULT_DATASETS)
@@ -527,21 +669,28 @@ def build_parser(prog: str = "getdata.sh") -> argparse.ArgumentParser:
     parser.add_argument(
         "--mirror",
         default=os.environ.get(MIRROR_ENV) or None,
-        help=f"base URL or local directory holding the archives (default: ${MIRROR_ENV}, else the "
-        "registry's locations)",
+        help=f"base URL or local folder holding the archives, or a local folder holding the files extracted "
+        "from them (wikitext: wiki.train.tokens, wiki.valid.tokens, wiki.test.tokens), each checked against "
+        f"its published values (default: ${MIRROR_ENV}, else the registry's locations)",
     )
-    parser.add_argument("--protocol", default=None, help="enwik8: txl (default) | bytes; text8: txl | chars")
+    parser.add_argument("--protocol", default=None,
+                        help="enwik8, enwik8-sample: txl (default) | bytes; text8: txl | chars; "
+                        "wikitext: txl; text: bytes (default) | txl | words")
     parser.add_argument("--force", action="store_true", help="prepare again even if already prepared")
     parser.add_argument("--no-progress", action="store_true", help="no download progress bars")
-    text = parser.add_argument_group("text (your own corpus, byte-level)")
-    text.add_argument("--input", help="one text file, split 90/5/5 by bytes")
+    text = parser.add_argument_group("text (your own corpus: bytes, or words with --protocol words)")
+    text.add_argument("--input", help="one text file, cut by --fractions (bytes; words: at line ends, by "
+                      "shares of the tokens)")
     text.add_argument("--name", help="folder name of the prepared corpus")
     text.add_argument("--train", help="training file (with --valid and --test, instead of --input)")
     text.add_argument("--valid", help="validation file (with --train and --test)")
     text.add_argument("--test", help="test file (with --train and --valid)")
-    text.add_argument("--fractions", "--split", dest="split", default="0.9,0.05,0.05",
+    text.add_argument("--fractions", "--split", dest="split", default="0.9,0.05,0.05", metavar="T,V,T",
                       help="--input's train,valid,test fractions (default: %(default)s; --split is the "
                       "old name)")
+    text.add_argument("--min-count", type=int, default=None, metavar="N",
+                      help="--protocol words: words seen fewer than N times in the training split become "
+                      "<unk>, as do valid/test words it lacks (default: 1, every training word kept)")
     return parser
 
 
@@ -553,7 +702,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "getdata.sh") -> int:
     try:
         if "text" in names:
             if names != ["text"] or not args.name:
-                raise ValueError("usage: getdata.sh text --input FILE --name NAME (text cannot be combined)")
+                raise ValueError("usage: getdata.sh text --input FILE (or --train F --valid F --test F) "
+                                 "--name NAME [--protocol words] (text cannot be combined with others)")
             prepare_text(
                 args.name,
                 args.data_dir,
@@ -561,11 +711,15 @@ def main(argv: Sequence[str] | None = None, prog: str = "getdata.sh") -> int:
                 train=args.train,
                 valid=args.valid,
                 test=args.test,
-                fractions=[float(x) for x in args.split.split(",")],
+                fractions=_fractions(args.split),
                 protocol=args.protocol or "bytes",
+                min_count=args.min_count,
                 force=args.force,
             )
             return 0
+        if args.min_count is not None:
+            raise ValueError("--min-count applies to `text --protocol words` (a registry dataset's "
+                             "vocabulary is its protocol's)")
         unknown = [n for n in names if n not in REGISTRY]
         if unknown:
             raise ValueError(f"unknown dataset(s) {', '.join(unknown)}; valid: {', '.join(REGISTRY)}, text")
@@ -585,6 +739,13 @@ def main(argv: Sequence[str] | None = None, prog: str = "getdata.sh") -> int:
         logger.error("error: interrupted (Ctrl-C); run the same command again to finish the preparation")
         return 130
     return 0
+
+
+def _fractions(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--fractions {text!r}: give three numbers such as 0.9,0.05,0.05") from None
 
 
 def console() -> None:

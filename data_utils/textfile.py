@@ -2,8 +2,10 @@
 
 The file goes through the same steps as the training data of its protocol (enwik8's `txl` protocol
 drops newline bytes; text8's `txl` strips the ends; wikitext appends `<eos>` to every line), then
-every symbol is looked up. Symbols the vocabulary lacks are never mapped to something else: they are
-counted and skipped, and the caller reports how many.
+every symbol is looked up. A word the vocabulary lacks is `<unk>`, exactly as in the prepared splits,
+so a file equal to a split scores exactly as that split. Byte and character vocabularies have no
+`<unk>` (nor does a word vocabulary prepared without one): a symbol they lack is skipped. Either way
+the unknown symbols are counted, and the caller reports how many and what became of them.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .vocab import EOS, Vocab
+from .vocab import EOS, UNK, Vocab
 
 _NEWLINE = 10
 _WHITESPACE = b" \t\n\r\x0b\x0c"
@@ -21,14 +23,21 @@ _WHITESPACE = b" \t\n\r\x0b\x0c"
 
 @dataclass
 class EncodedText:
-    """``ids``: the known symbols in order; ``symbols``: symbols after the protocol's own
-    preprocessing; ``unknown``: those the vocabulary lacks (skipped); ``dropped``: removed by the
-    protocol itself (e.g. txl newlines), as in training, so not counted as unknown."""
+    """``ids``: the symbols in order; ``symbols``: symbols after the protocol's own preprocessing;
+    ``unknown``: those the vocabulary lacks, read as ``<unk>`` when ``as_unk`` (word vocabularies that
+    have it), else skipped; ``dropped``: removed by the protocol itself (e.g. txl newlines), as in
+    training, so not counted as unknown."""
 
     ids: np.ndarray
     symbols: int
     unknown: int
     dropped: int
+    as_unk: bool = False
+
+    @property
+    def unknown_as(self) -> str:
+        """What the unknown symbols became: `<unk>`, or "skipped"."""
+        return UNK if self.as_unk else "skipped"
 
     @property
     def unknown_share(self) -> float:
@@ -88,7 +97,7 @@ def _encode_words(raw: bytes, vocab: Vocab, name: str) -> EncodedText:
             from None
     ids: list[int] = []
     symbols = unknown = 0
-    eos = vocab.index.get(EOS)
+    eos, unk = vocab.index.get(EOS), vocab.unk_id
     # Lines as wikitext preparation reads them: universal newlines, `str.split()` words, <eos> per line.
     for line in io.StringIO(text, newline=None):
         words = line.split()
@@ -97,8 +106,10 @@ def _encode_words(raw: bytes, vocab: Vocab, name: str) -> EncodedText:
             i = vocab.index.get(w)
             if i is None:
                 unknown += 1
-            else:
+                i = unk
+            if i is not None:
                 ids.append(i)
         if eos is not None:
             ids.append(eos)
-    return EncodedText(np.asarray(ids, dtype=np.int64), symbols=symbols, unknown=unknown, dropped=0)
+    return EncodedText(np.asarray(ids, dtype=np.int64), symbols=symbols, unknown=unknown, dropped=0,
+                       as_unk=unk is not None)

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import zipfile
@@ -230,6 +231,23 @@ def wikitext_lines() -> str:
     return gzip.decompress((FIXTURES / "wikitext-2-valid.txt.gz").read_bytes()).decode("utf-8")
 
 
+def counts(data: bytes) -> Expected:
+    """Lines and tokens (words plus one <eos> per line) of a text whose lines all end with "\n"."""
+    text = data.decode("utf-8")
+    assert text.endswith("\n") and "\r" not in text
+    return Expected(lines=text.count("\n"), tokens=len(text.split()) + text.count("\n"))
+
+
+def wikitext_spec(members: dict[str, bytes], archive: Archive | None = None):
+    """A wikitext-2 entry whose train and test files are `members`' (with their counts) and whose valid
+    file is the real one, checked against the registry's published counts."""
+    real = {src.filename: src for src in REGISTRY["wikitext-2"].sources}
+    assert real["wiki.valid.tokens"].expected == Expected(lines=3_760, tokens=217_646)
+    sources = tuple(real[name] if name == "wiki.valid.tokens" else Source(real[name].member, counts(data))
+                    for name, data in members.items())
+    return replace(REGISTRY["wikitext-2"], sources=sources, archive=archive or REGISTRY["wikitext-2"].archive)
+
+
 def test_wikitext_protocol_on_the_real_valid_split(tmp_path):
     valid = wikitext_lines().encode("utf-8")
     assert _sha256(valid) == "f0737ed31fc1329026e95cb8b98e19c2a182c39c240ab909dc31abf2f8af58e8"
@@ -239,10 +257,12 @@ def test_wikitext_protocol_on_the_real_valid_split(tmp_path):
     # The real zip holds wikitext-2/wiki.*.tokens; the train file here is the valid file again.
     members = {"wiki.train.tokens": valid, "wiki.valid.tokens": valid, "wiki.test.tokens": test}
     archive = make_zip(mirror / "wikitext-2-v1.zip", {f"wikitext-2/{k}": v for k, v in members.items()})
-    expected = Expected(md5=hashlib.md5(archive).hexdigest())
-    spec = replace(REGISTRY["wikitext-2"], archive=Archive("wikitext-2-v1.zip", expected))
+    md5 = hashlib.md5(archive).hexdigest()
+    spec = wikitext_spec(members, Archive("wikitext-2-v1.zip", Expected(md5=md5)))
     out = prepare_dataset("wikitext-2", tmp_path / "data", mirror=str(mirror), registry={"wikitext-2": spec})
     corpus = Corpus(out)
+    assert corpus.meta["sources"]["wiki.valid.tokens"]["checked"] == ["lines", "tokens"]
+    assert corpus.meta["sources"]["wiki.valid.tokens"]["extracted_from"] == "wikitext-2-v1.zip"
     assert len(corpus.valid) == corpus.meta["tokens"]["valid"] == 217_646  # WikiText paper's count
     lines = valid.decode().split("\n")[:-1]
     assert len(lines) == 3_760
@@ -295,3 +315,149 @@ def test_getdata_sh_prepares_the_bundled_sample_offline(tmp_path):
 def test_unknown_dataset_is_a_clear_error(tmp_path, caplog):
     assert main(["enwik9", "--data-dir", str(tmp_path)]) == 1
     assert "unknown dataset(s) enwik9" in caplog.text
+
+
+# ---------------------------------------------------------------------------------------- word level
+
+WORDS = {  # made here: valid and test hold words that train lacks, and a literal <unk>
+    "train": "the cat sat on the mat\n\n the dog sat on the log <unk>\nthe cat ran\n",
+    "valid": "the cat sat on a hat\n",
+    "test": "a zebra sat on the mat <unk>\r\nthe dog ran",
+}
+
+
+def word_files(tmp_path: Path) -> list[str]:
+    paths = []
+    for split, text in WORDS.items():
+        paths.append(str(tmp_path / f"{split}.txt"))
+        Path(paths[-1]).write_bytes(text.encode("utf-8"))
+    return paths
+
+
+def prepare_words_cli(tmp_path: Path, name: str, *extra: str) -> Corpus:
+    train, valid, test = word_files(tmp_path)
+    argv = ["text", "--train", train, "--valid", valid, "--test", test, "--protocol", "words", "--name", name,
+            "--data-dir", str(tmp_path / "data"), *extra]
+    assert main(argv) == 0
+    return Corpus(tmp_path / "data" / name)
+
+
+def test_words_from_three_files_map_unseen_words_to_unk(tmp_path):
+    corpus = prepare_words_cli(tmp_path, "words")
+    vocab = corpus.vocab
+    # <eos>, then the training words by count, ties by first occurrence; the literal <unk> is one of them.
+    assert vocab.symbols == ["<eos>", "the", "cat", "sat", "on", "mat", "dog", "log", "<unk>", "ran"]
+    assert vocab.decode(corpus.train) == \
+        "the cat sat on the mat\n\nthe dog sat on the log <unk>\nthe cat ran\n"
+    assert vocab.decode(corpus.valid) == "the cat sat on <unk> <unk>\n"
+    # "\r\n" ends a line as "\n" does, and the last line gets its <eos> without a newline.
+    assert vocab.decode(corpus.test) == "<unk> <unk> sat on the mat <unk>\nthe dog ran\n"
+    assert corpus.meta["protocol"] == "words" and corpus.meta["min_count"] == 1
+    assert corpus.meta["tokens"] == {"train": 20, "valid": 7, "test": 12}
+    assert set(corpus.meta["files"]) == {"train.npy", "valid.npy", "test.npy", "vocab.json"}  # digests
+    assert not list((tmp_path / "data").glob(".words.build-*"))
+
+
+def test_words_min_count_and_a_training_text_without_unk(tmp_path):
+    corpus = prepare_words_cli(tmp_path, "rare", "--min-count", "2")
+    # Words seen once are <unk>, which ranks with their 5 occurrences (ties: first occurrence wins).
+    assert corpus.vocab.symbols == ["<eos>", "the", "<unk>", "cat", "sat", "on"]
+    assert corpus.vocab.decode(corpus.train) == \
+        "the cat sat on the <unk>\n\nthe <unk> sat on the <unk> <unk>\nthe cat <unk>\n"
+    assert corpus.meta["min_count"] == 2
+    # A training text without <unk> still gets one, last, for the valid and test words it lacks.
+    (tmp_path / "clean.txt").write_text("b a b\n")
+    argv = ["text", "--train", str(tmp_path / "clean.txt"), "--valid", str(tmp_path / "valid.txt"),
+            "--test", str(tmp_path / "test.txt"), "--protocol", "words", "--name", "clean",
+            "--data-dir", str(tmp_path / "d")]
+    assert main(argv) == 0
+    clean = Corpus(tmp_path / "d" / "clean")
+    assert clean.vocab.symbols == ["<eos>", "b", "a", "<unk>"]
+    assert clean.vocab.decode(clean.valid) == "<unk> <unk> <unk> <unk> a <unk>\n"
+
+
+def test_words_from_one_file_are_cut_at_line_ends(tmp_path, caplog):
+    lines = [" ".join(f"w{(i * 7 + j) % 23}" for j in range(i % 5 + 1)) + "\n" for i in range(40)]
+    (tmp_path / "all.txt").write_text("".join(lines))
+    data = str(tmp_path / "data")
+    argv = ["text", "--input", str(tmp_path / "all.txt"), "--protocol", "words", "--name", "one",
+            "--data-dir", data]
+    assert main([*argv, "--fractions", "0.5,0.25,0.25"]) == 0
+    corpus = Corpus(Path(data) / "one")
+    tokens = [len(line.split()) + 1 for line in lines]
+    total = sum(tokens)
+    n_train = int(np.searchsorted(np.cumsum(tokens), 0.5 * total)) + 1  # lines up to the one crossing half
+    assert corpus.meta["tokens"]["train"] == sum(tokens[:n_train])
+    text = "".join(corpus.vocab.decode(corpus.split(s)) for s in ("train", "valid", "test"))
+    assert text == "".join(lines)  # nothing lost, no line cut
+    assert corpus.meta["fractions"] == [0.5, 0.25, 0.25]
+    # --split is the old name of --fractions; new fractions prepare again
+    assert main([*argv, "--split", "0.8,0.1,0.1"]) == 0
+    assert Corpus(Path(data) / "one").meta["fractions"] == [0.8, 0.1, 0.1]
+    (tmp_path / "short.txt").write_text("one line only\n")
+    assert main(["text", "--input", str(tmp_path / "short.txt"), "--protocol", "words", "--name", "x",
+                 "--data-dir", data]) == 1
+    assert "too few to cut" in caplog.text
+
+
+def test_word_level_mistakes_are_one_line(tmp_path, caplog):
+    train, valid, test = word_files(tmp_path)
+    base = ["text", "--train", train, "--valid", valid, "--test", test, "--name", "x",
+            "--data-dir", str(tmp_path)]
+    assert main([*base, "--min-count", "2"]) == 1  # the byte protocol has no words to count
+    assert "--min-count applies to --protocol words only" in caplog.text
+    assert main([*base, "--protocol", "words", "--min-count", "0"]) == 1
+    assert "--min-count must be a positive integer" in caplog.text
+    assert main(["enwik8-sample", "--min-count", "2", "--data-dir", str(tmp_path)]) == 1
+    Path(test).write_bytes(b"caf\xe9\n")  # latin-1, not UTF-8
+    assert main([*base, "--protocol", "words"]) == 1
+    assert f"{test} is not UTF-8 text" in caplog.text
+    assert not (tmp_path / "x").exists()
+
+
+def test_bundled_wikitext_2_sample_is_prepared_offline(tmp_path):
+    sample = ROOT / "data" / "samples" / "wiki.valid.tokens"
+    assert sample.read_text(encoding="utf-8") == wikitext_lines()  # the real WikiText-2 validation file
+    out = prepare_dataset("wikitext-2-sample", tmp_path / "data")
+    corpus = Corpus(out)
+    assert corpus.meta["tokens"] == {"train": 193_349, "valid": 13_453, "test": 10_844}  # 217,646 in all
+    assert len(corpus.vocab) == 12_882 and corpus.vocab.kind == "word"
+    assert corpus.meta["sources"]["wiki.valid.tokens"]["checked"] == ["size", "sha256", "lines", "tokens"]
+    unk = corpus.vocab.index["<unk>"]
+    assert int((np.asarray(corpus.test) == unk).sum()) > int(np.char.count(  # unseen words became <unk>
+        np.asarray(sample.read_text().splitlines()[3582:]), "<unk>").sum())
+
+
+def test_extracted_wikitext_files_are_checked_against_published_counts(tmp_path, monkeypatch, caplog):
+    """`--mirror DIR` holding the extracted files (no archive): copied in only when each matches its
+    published line and token counts; a file that does not is refused, and so is one put in raw/ by hand."""
+    caplog.set_level(logging.INFO, logger="data_utils")
+    valid = wikitext_lines().encode("utf-8")
+    lines = valid.splitlines(keepends=True)
+    members = {"wiki.train.tokens": b"".join(lines[:300]), "wiki.valid.tokens": valid,
+               "wiki.test.tokens": b"".join(lines[300:500])}
+    monkeypatch.setitem(REGISTRY, "wikitext-2", wikitext_spec(members))
+    unzipped = tmp_path / "unzipped"
+    (unzipped / "wikitext-2").mkdir(parents=True)  # as unzip leaves wikitext-2-v1.zip
+    for name, data in members.items():
+        (unzipped / "wikitext-2" / name).write_bytes(data)
+    data_dir = tmp_path / "data"
+    assert main(["wikitext-2", "--mirror", str(unzipped), "--data-dir", str(data_dir), "--no-progress"]) == 0
+    corpus = Corpus(data_dir / "wikitext-2")
+    assert corpus.meta["tokens"]["valid"] == 217_646
+    for record in corpus.meta["sources"].values():
+        assert record["checked"] == ["lines", "tokens"] and "extracted_from" not in record
+    assert "wiki.valid.tokens matches the published lines, tokens" in caplog.text
+
+    altered = members["wiki.test.tokens"].replace(b" , ", b" ")  # commas dropped: fewer tokens
+    (unzipped / "wikitext-2" / "wiki.test.tokens").write_bytes(altered)
+    other = tmp_path / "other"
+    assert main(["wikitext-2", "--mirror", str(unzipped), "--data-dir", str(other), "--no-progress"]) == 1
+    assert "wiki.test.tokens" in caplog.text and "tokens mismatch: expected" in caplog.text
+    assert not (other / "wikitext-2" / "meta.json").exists()
+    assert not (other / "wikitext-2" / "raw" / "wiki.test.tokens").exists()  # never under its final name
+    # Copied into raw/ by hand (the old route): checked the same way, never prepared as wikitext-2.
+    shutil.copy(unzipped / "wikitext-2" / "wiki.test.tokens", other / "wikitext-2" / "raw")
+    assert main(["wikitext-2", "--data-dir", str(other), "--no-progress"]) == 1
+    assert "delete it, or put the published file there" in caplog.text
+    assert not (other / "wikitext-2" / "meta.json").exists()

@@ -131,8 +131,11 @@ def test_text_and_split_exclude_each_other(ckpts, tmp_path, capsys):
 
 def test_word_and_char_vocabularies():
     words = Vocab("word", ["<eos>", "the", "cat", "<unk>"])
-    enc = encode_file(b"the cat sat\r\nthe <unk>\n", words, None)
-    assert enc.ids.tolist() == [1, 2, 0, 1, 3, 0] and enc.unknown == 1 and enc.symbols == 7
+    enc = encode_file(b"the cat sat\r\nthe <unk>\n", words, None)  # "sat" is <unk>, as getdata.sh reads it
+    assert enc.ids.tolist() == [1, 2, 3, 0, 1, 3, 0] and enc.unknown == 1 and enc.symbols == 7
+    assert enc.unknown_as == "<unk>"
+    no_unk = encode_file(b"the cat sat\n", Vocab("word", ["<eos>", "the", "cat"]), None)
+    assert no_unk.ids.tolist() == [1, 2, 0] and no_unk.unknown == 1 and no_unk.unknown_as == "skipped"
     chars = Vocab("char", [" ", "a", "b"])
     enc = encode_file(b"  ab ca \n", chars, "txl")
     assert enc.ids.tolist() == [1, 2, 0, 1] and enc.unknown == 1 and enc.dropped == 4

@@ -7,9 +7,11 @@
     torchrun --nproc_per_node 2 eval.py ...      (lanes shared among processes, the same numbers)
     infini-eval ...                              (installed: pip install .)
 
-`--text` scores any file with the checkpoint's own vocabulary and data protocol; symbols the
-vocabulary lacks are counted, skipped and reported. `--reset-every K` resets every lane's long-term
-memory every K segments (K = 1: each segment sees only itself). `--mem-len`, `--clamp-len` and
+`--text` scores any file with the checkpoint's own vocabulary and data protocol. Words a word-level
+vocabulary lacks are read as `<unk>`, as in the prepared splits (so a file equal to a split scores the
+same as `--split`); bytes or characters a vocabulary lacks are skipped. Both are counted and reported.
+`--reset-every K` resets every lane's long-term memory every K segments (K = 1: each segment sees only
+itself). `--mem-len`, `--clamp-len` and
 `--same-length` are Transformer-XL's evaluation-time settings, for xl checkpoints.
 
 Defaults come from the checkpoint's `eval` config: `eval.batch_size` lanes (tiny.yaml: 4; the enwik8,
@@ -115,7 +117,9 @@ def run(args: argparse.Namespace, env: DistEnv) -> int:
         unknown = ""
         if "unknown" in extra:
             share = 100 * extra["unknown_share"]
-            unknown = (f" | {extra['unknown']:,} unknown symbol(s) skipped ({share:.2f}% of the file's "
+            what = "word(s)" if vocab.kind == "word" else "symbol(s)"
+            fate = "skipped" if extra["unknown_as"] == "skipped" else f"read as {extra['unknown_as']}"
+            unknown = (f" | {extra['unknown']:,} unknown {what} {fate} ({share:.2f}% of the file's "
                        f"{extra['symbols']:,})")
         print(f"{label}: {name} {value:.4f} (loss {res.nll:.4f} nats/token) over {res.tokens:,} tokens"
               f"{unknown} | {batch_size} lane(s) x {tgt_len} tokens per call | {settings} | "

@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from data_utils.corpus import DataError, load_vocab
+
 from ..config import ModelConfig
 from .errors import UserError
 
@@ -282,9 +284,31 @@ def section_kwargs(cls: type, name: str, values: dict[str, Any]) -> dict[str, An
     return kwargs
 
 
-def _build_section(name: str, values: dict[str, Any]) -> Any:
+def check_cutoffs_fit(adaptive: bool, cutoffs: list[int], vocab_size: int, corpus: str) -> None:
+    """One line when the adaptive softmax's cutoffs do not fit the vocabulary of `corpus` (the model's
+    own check could only say "below vocab_size", without saying whose vocabulary that is)."""
+    if adaptive and cutoffs and max(cutoffs) >= vocab_size:
+        raise ConfigError(
+            f"model.cutoffs {list(cutoffs)} do not fit {corpus}: its vocabulary has {vocab_size:,} symbols "
+            "and every cutoff must be below that; set smaller ones (--set model.cutoffs=[...]) or "
+            "--set model.adaptive=false"
+        )
+
+
+def _build_section(name: str, values: dict[str, Any], corpus: tuple[str, int | None] | None = None) -> Any:
+    """Section `name` from its YAML values; for the model section, `corpus` = (its name, its vocabulary
+    size) sets model.vocab_size before anything is checked. A size of None (a corpus not prepared yet)
+    checks everything else: the cutoffs wait for the vocabulary, which the trainer reads."""
     cls = SECTIONS[name]
     kwargs = section_kwargs(cls, name, values)
+    if name == "model" and corpus is not None:
+        where, size = corpus
+        cutoffs = kwargs.get("cutoffs", [])
+        if size is None:
+            size = max([kwargs.get("vocab_size", ModelConfig.vocab_size), *(c + 1 for c in cutoffs)])
+        else:
+            check_cutoffs_fit(kwargs.get("adaptive", False), cutoffs, size, where)
+        kwargs["vocab_size"] = size
     try:
         built = cls(**kwargs)
     except ConfigError:
@@ -302,11 +326,13 @@ def _check_model(model: ModelConfig) -> None:
         raise ConfigError(f"model.init_std must be > 0, got {model.init_std!r}")
 
 
-def config_from_dict(d: dict[str, Any] | None) -> RunConfig:
-    """A validated RunConfig from a nested dict (missing keys keep their defaults)."""
+def config_from_dict(d: dict[str, Any] | None, corpus: tuple[str, int | None] | None = None) -> RunConfig:
+    """A validated RunConfig from a nested dict (missing keys keep their defaults). `corpus`: (name,
+    vocabulary size) of the corpus the model is for; its size replaces model.vocab_size before the
+    model section is validated, so the adaptive cutoffs are checked against the real vocabulary."""
     d = d or {}
     _check_sections(d)
-    return RunConfig(**{name: _build_section(name, d.get(name) or {}) for name in SECTIONS})
+    return RunConfig(**{name: _build_section(name, d.get(name) or {}, corpus) for name in SECTIONS})
 
 
 def _check_sections(d: Any, where: str = "", extra_sections: tuple[str, ...] = ()) -> None:
@@ -404,6 +430,23 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     """The config of YAML file `path` (None: all defaults) with `--set` overrides applied."""
     d = read_config_file(path) if path is not None else {}
     return config_from_dict(apply_overrides(d, overrides or []))
+
+
+def load_training_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    """`load_config` for a training run: model.vocab_size is the size of the vocabulary of the prepared
+    corpus that the data section names, set before the model section is validated. vocab_size always
+    comes from the corpus, so a config needs no placeholder for its adaptive cutoffs to validate, and
+    cutoffs that do not fit are one line naming the corpus's vocabulary size. When the corpus is not
+    prepared yet, the rest of the config is checked here and the trainer says how to prepare it."""
+    d = apply_overrides(read_config_file(path) if path is not None else {}, overrides or [])
+    _check_sections(d)
+    data = _build_section("data", d.get("data") or {})
+    folder = Path(data.data_dir) / data.dataset
+    try:
+        size: int | None = len(load_vocab(folder))
+    except DataError:
+        size = None
+    return config_from_dict(d, (str(folder), size))
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:

@@ -216,8 +216,9 @@ def load_stream(
     allow_data_change: bool = False,
 ) -> tuple[np.ndarray, str, dict[str, Any]]:
     """The token stream to score: a prepared split (default: test), or the file `text` (`-`: stdin)
-    encoded with the checkpoint's own vocabulary and data protocol, unknown symbols counted and
-    skipped. Returns (ids, a label for messages, fields for the JSON result).
+    encoded with the checkpoint's own vocabulary and data protocol, unknown symbols counted and read as
+    `<unk>` (word vocabularies, as the prepared splits read them) or skipped (byte and character
+    vocabularies). Returns (ids, a label for messages, fields for the JSON result).
 
     A split of the dataset the checkpoint was trained on must be the data it recorded (its digest), unless
     `allow_data_change`: a test number on other data would be compared with the wrong ones. Another
@@ -260,7 +261,8 @@ def load_stream(
         raise ValueError(f"{name} has {len(enc.ids)} known symbol(s): at least 2 are needed (one input, "
                          "one target)")
     extra = {"text": name, "protocol": protocol, "symbols": enc.symbols, "unknown": enc.unknown,
-             "unknown_share": enc.unknown_share, "dropped_by_protocol": enc.dropped}
+             "unknown_share": enc.unknown_share, "unknown_as": enc.unknown_as,
+             "dropped_by_protocol": enc.dropped}
     return enc.ids, name, extra
 
 

@@ -55,7 +55,7 @@ from data_utils.iterators import LMOrderedIterator
 from ..model import InfiniTransformerLM, LMOutput, ModelState, WriteGateTap
 from . import checkpoint as ckpt_io
 from . import faults
-from .config import RunConfig, save_config
+from .config import RunConfig, check_cutoffs_fit, save_config
 from .distributed import DistEnv, all_reduce_sum, barrier, broadcast_from_main, gather_to_main, setup
 from .errors import DiskFullError, UserError
 from .evaluate import EvalResult, evaluate, precision_autocast
@@ -113,6 +113,8 @@ class Trainer:
 
         self.corpus = get_corpus(cfg.data.data_dir, cfg.data.dataset)
         self.vocab = self.corpus.vocab
+        # vocab_size is always the corpus's (train.py already set it, see load_training_config).
+        check_cutoffs_fit(cfg.model.adaptive, cfg.model.cutoffs, len(self.vocab), str(self.corpus.path))
         cfg = replace(cfg, model=replace(cfg.model, vocab_size=len(self.vocab)))
         self.cfg = cfg
         self.metric_name = quality(0.0, self.vocab.kind)[0]
