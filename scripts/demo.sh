@@ -6,7 +6,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-RUN=runs/tiny
+RUN=${RUN:-runs/tiny}  # RUN=folder chooses another run folder
 # torch uses every physical core by default (2 threads: 1.5x the tokens/s of 1 on a 2-core VM). On a
 # machine busy with other jobs a thread pool can stall on descheduled threads: set OMP_NUM_THREADS=1.
 
