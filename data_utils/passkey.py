@@ -342,6 +342,9 @@ class PasskeyTaskConfig:
     """Fraction of the instances whose haystack is ordinary training text (a span of the training
     split, as `scripts/passkey.py eval --haystack text` evaluates on held-out text) instead of the
     filler sentences; validation then gives every other instance a haystack of validation text."""
+    write_penalty: float = 0.0
+    """Weight of the mean write gate (model.write_gate) in the loss: an L1 prior on the memory's writes,
+    so that what the answer does not need (filler, ordinary text) is written ever more weakly. 0: none."""
     seed: int = 0
     """Seed of the instances and text offsets: lane g of step t draws from default_rng([seed, t, g])."""
     val_instances: int = 32
@@ -354,9 +357,10 @@ class PasskeyTaskConfig:
                 raise PasskeyError(f"passkey.{name} must be in [0, 1], got {getattr(self, name)!r}")
         if self.depth_min > self.depth_max:
             raise PasskeyError(f"passkey.depth_min {self.depth_min} > passkey.depth_max {self.depth_max}")
-        if min(self.all_weight, self.copy_weight, self.curriculum_steps, self.val_instances) < 0:
-            raise PasskeyError("passkey.all_weight, copy_weight, curriculum_steps and val_instances must be "
-                               ">= 0")
+        if min(self.all_weight, self.copy_weight, self.curriculum_steps, self.val_instances,
+               self.write_penalty) < 0:
+            raise PasskeyError("passkey.all_weight, copy_weight, curriculum_steps, val_instances and "
+                               "write_penalty must be >= 0")
         if self.min_len is not None and self.min_len <= 0:
             raise PasskeyError(f"passkey.min_len must be positive, got {self.min_len}")
 

@@ -630,3 +630,22 @@ def test_cpu_recipe_script_arguments(args, code, message):
     r = subprocess.run(["bash", str(ROOT / "scripts" / "passkey_cpu.sh"), *args], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == code and message in (r.stdout + r.stderr)
+
+
+def test_write_penalty_lowers_the_write_gate_and_needs_one(tmp_path, capsys):
+    """passkey.write_penalty adds the mean write gate to the loss: 6 steps with a large one leave every
+    layer's gate bias below that of the same run without it; without a write gate it is refused."""
+    from infiniattention.training.checkpoint import load
+
+    biases = {}
+    for penalty in (0.0, 50.0):
+        run = tmp_path / f"p{penalty}"
+        assert _main(_train_args(run, "--set", "model.write_gate=true", "--set", "train.max_steps=6",
+                                 "--set", f"passkey.write_penalty={penalty}", "--set", "optim.lr=0.01",
+                                 "--set", "optim.warmup_steps=0")) == 0
+        biases[penalty] = load(run / "ckpt_00000006.pt")["model"]["blocks.0.attn.write_gate.bias"]
+    # Adam moves a parameter by up to about lr per step while its gradient keeps its sign (0.06 in 6 steps)
+    assert (biases[50.0] < -0.03).all() and (biases[50.0] < biases[0.0]).all(), biases
+    capsys.readouterr()
+    assert _main(_train_args(tmp_path / "no_gate", "--set", "passkey.write_penalty=1")) == 2
+    assert "passkey.write_penalty needs model.write_gate: true" in capsys.readouterr().err

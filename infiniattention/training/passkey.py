@@ -51,7 +51,14 @@ class PasskeyTrainer(Trainer):
         self._answer: torch.Tensor | None = None
         self._copy: torch.Tensor | None = None
         self._answer_nll = [0.0, 0]  # sum and count since the last log line
+        self._betas: list[torch.Tensor] = []  # mean write gate of each layer in this forward (write_penalty)
+        if task.write_penalty and not cfg.model.write_gate:
+            raise ConfigError("passkey.write_penalty needs model.write_gate: true (it penalises the mean "
+                              "write gate)")
         super().__init__(cfg, run_dir, **kwargs)
+        if task.write_penalty:
+            for block in self.model.blocks:
+                block.attn.write_gate.register_forward_hook(self._keep_beta)
         if init_from and self.step == 0:
             try:
                 self._init_weights(init_from)
@@ -79,13 +86,21 @@ class PasskeyTrainer(Trainer):
             self._answer, self._copy = batch.answer, batch.copy
             yield batch.x, batch.y, True
 
+    def _keep_beta(self, module: torch.nn.Module, args: tuple, logits: torch.Tensor) -> None:
+        if torch.is_grad_enabled():  # a training forward (validation runs without gradients)
+            self._betas.append(torch.sigmoid(logits.float()).mean())
+
     def _loss(self, out: LMOutput, lanes: slice) -> torch.Tensor:
         answer = self._answer[lanes]
         n = answer.sum()
         if n > 0:  # the answer NLL on its own, for the training curves
             self._answer_nll[0] += float((out.nll.detach().float() * answer).sum())
             self._answer_nll[1] += int(n)
-        return answer_loss(out.nll, answer, self.task.all_weight, self._copy[lanes], self.task.copy_weight)
+        loss = answer_loss(out.nll, answer, self.task.all_weight, self._copy[lanes], self.task.copy_weight)
+        if self._betas:  # an L1 prior on writes: what the answer does not need is not written
+            loss = loss + self.task.write_penalty * torch.stack(self._betas).mean()
+            self._betas.clear()
+        return loss
 
     def _log_train(self, window: Any, lr: float) -> None:
         super()._log_train(window, lr)
