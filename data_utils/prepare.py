@@ -638,11 +638,16 @@ def prepare_text(
         if protocol == "words":
             bounds = word_line_bounds(files[0], fractions) if input_path is not None else None
             splits, vocab = prepare_words(files, min_count=min_count, line_bounds=bounds)
+            unk = vocab.index[UNK]  # how much of each split the vocabulary does not cover
+            extra = {"unk_tokens": {s: int((ids == unk).sum()) for s, ids in zip(SPLITS, splits, strict=True)}}
         else:
             parts = _text_byte_parts(files, input_path is not None, fractions)
             splits, vocab = prepare_bytes(parts, protocol)
-        meta = write_prepared(out_dir, splits, vocab, {"dataset": name, "kind": "text", **settings})
-    logger.info("%s: %s tokens, vocabulary %d -> %s", name, meta["tokens"], meta["vocab_size"], out_dir)
+            extra = {}
+        meta = write_prepared(out_dir, splits, vocab, {"dataset": name, "kind": "text", **settings, **extra})
+    logger.info("%s: %s tokens%s, vocabulary %d -> %s", name, meta["tokens"],
+                f" ({meta['unk_tokens']} of them <unk>)" if "unk_tokens" in meta else "", meta["vocab_size"],
+                out_dir)
     return out_dir
 
 

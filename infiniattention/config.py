@@ -157,7 +157,8 @@ class ModelConfig:
                 raise ValueError(f"model.cutoffs must be strictly increasing positive integers, got {cuts}")
             if cuts and cuts[-1] >= self.vocab_size:
                 raise ValueError(
-                    f"model.cutoffs must lie below vocab_size={self.vocab_size}, got {cuts}"
+                    f"model.cutoffs must lie below vocab_size={self.vocab_size}, got {cuts}: give smaller "
+                    "ones or a full softmax (adaptive=False)"
                 )
             if self.div_val < 1:
                 raise ValueError(f"model.div_val must be >= 1, got {self.div_val}")

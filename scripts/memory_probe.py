@@ -2,7 +2,7 @@
 
     python scripts/memory_probe.py --checkpoint runs/passkey/infini/stage2/ckpt_00002500.pt
         [--lengths 2k,8k,32k,128k,1m] [--depth 0] [--keys 4] [--haystack filler|text]
-        [--haystack-split valid] [--chunk-len 4096] [--out-dir DIR]
+        [--haystack-split valid] [--tgt-len 4096] [--out-dir DIR]
 
 For each length, every instance is streamed twice, as two lanes: with its key and with another key
 (everything else equal). At the last question token each layer's memory read (eq. 7) is computed
@@ -66,8 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the filler sentences or ordinary text of --haystack-split (default: %(default)s)")
     p.add_argument("--haystack-split", default="valid", choices=("train", "valid", "test"),
                    help="split of the checkpoint's dataset for --haystack text (default: %(default)s)")
-    p.add_argument("--chunk-len", type=int, default=4096,
-                   help="tokens per lane per call, rounded up to whole segments (default: %(default)s)")
+    p.add_argument("--tgt-len", "--chunk-len", dest="chunk_len", type=int, default=4096, metavar="N",
+                   help="tokens per lane per call, rounded up to whole segments (default: %(default)s; "
+                   "--chunk-len is the old name)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="where to run (default: %(default)s)")
     p.add_argument("--out-dir", help="folder for memory_probe.md/.json/.png (default: memory_probe/ next to "
@@ -181,7 +182,7 @@ def run(args: argparse.Namespace) -> dict:
     lengths = [parse_length(t) for t in args.lengths.split(",") if t.strip()]
     depth = parse_depth(args.depth)
     if args.keys < 1 or args.chunk_len < 1:
-        raise PasskeyError(f"--keys and --chunk-len must be positive, got {args.keys} and {args.chunk_len}")
+        raise PasskeyError(f"--keys and --tgt-len must be positive, got {args.keys} and {args.chunk_len}")
     device = select_device(args.device, 0)
     model, vocab, cfg, ckpt = load_for_inference(args.checkpoint, device)
     if cfg.model.memory != "infini":

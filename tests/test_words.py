@@ -72,6 +72,8 @@ def test_corpus_vocabulary_sizes_the_model(word_run):
     root, _ = word_run
     corpus = Corpus(root / "data" / "words")
     assert len(corpus.vocab) == N_WORDS + 2 and corpus.vocab.symbols[-1] == "<unk>"  # "once" is below 2
+    meta = json.loads((root / "data" / "words" / "meta.json").read_text())
+    assert meta["unk_tokens"] == {"train": 1, "valid": 3, "test": 5}  # "once", then the unseen zz words
     model = load(root / "run" / "ckpt_00000003.pt")["config"]["model"]
     assert model["vocab_size"] == N_WORDS + 2 and model["adaptive"] and model["cutoffs"] == CUTOFFS
 
