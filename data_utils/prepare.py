@@ -737,7 +737,13 @@ def main(argv: Sequence[str] | None = None, prog: str = "getdata.sh") -> int:
                 force=args.force,
                 progress=not args.no_progress,
             )
-    except (ValueError, OSError) as err:
+    except (download.ChecksumError, download.UnsafeArchiveError) as err:  # the data failed its checks
+        logger.error("error: %s", err)
+        return 1
+    except (ValueError, FileNotFoundError) as err:  # a mistake in the command: as train.py, status 2
+        logger.error("error: %s", err)
+        return 2
+    except OSError as err:  # a download or a disk that failed
         logger.error("error: %s", err)
         return 1
     except KeyboardInterrupt:  # e.g. while waiting for another preparation: a finished folder is intact

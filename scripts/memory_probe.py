@@ -46,7 +46,7 @@ from data_utils.passkey import (  # noqa: E402
     parse_length,
 )
 from infiniattention.model import InfiniTransformerLM, ModelState  # noqa: E402
-from infiniattention.training.cli import ArgumentParser, check_out_dir, cli_entry, exit_with  # noqa: E402
+from infiniattention.training.cli import RERUN, ArgumentParser, check_out_dir, cli_entry, exit_with  # noqa: E402
 from infiniattention.training.distributed import select_device  # noqa: E402
 from infiniattention.training.errors import UserError  # noqa: E402
 from infiniattention.training.evaluate import load_for_inference  # noqa: E402
@@ -265,7 +265,7 @@ def plot(res: dict, path: Path) -> bool:
     return True
 
 
-@cli_entry
+@cli_entry(on_interrupt=RERUN)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out_dir = Path(args.out_dir) if args.out_dir else Path(args.checkpoint).parent / "memory_probe"

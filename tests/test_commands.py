@@ -143,3 +143,31 @@ def test_word_prompt_without_unk_in_the_vocabulary_is_one_line(tmp_path, capsys)
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
     assert err.startswith("error: the prompt has 2 word(s)") and "'The', 'Rome'" in err
+
+
+def test_ctrl_c_advice_fits_the_program(capsys):
+    """A training says how to resume; an evaluation, which wrote nothing, says to run it again."""
+    from infiniattention.training.cli import INTERRUPTED, RERUN, cli_entry
+
+    def interrupted(argv=None) -> int:
+        raise KeyboardInterrupt
+
+    assert cli_entry(interrupted)() == INTERRUPTED
+    assert "rerun the same command to resume" in capsys.readouterr().err
+    assert cli_entry(on_interrupt=RERUN)(interrupted)() == INTERRUPTED
+    err = capsys.readouterr().err
+    assert "resume" not in err and "run the same command again" in err
+
+
+
+@pytest.mark.parametrize("module", [eval_cmd, generate_cmd], ids=["eval", "generate"])
+def test_ctrl_c_in_eval_and_generate_does_not_speak_of_resuming(module, monkeypatch, capsys):
+    from infiniattention.training.cli import INTERRUPTED
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, "build_parser", interrupted)
+    assert module.main([]) == INTERRUPTED
+    err = capsys.readouterr().err
+    assert err.startswith("error: interrupted (Ctrl-C)") and "resume" not in err

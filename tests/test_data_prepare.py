@@ -152,7 +152,7 @@ def test_cli_with_registry_override_and_env_mirror(tmp_path, monkeypatch, caplog
     assert Corpus(Path(data_dir) / "enwik8").meta["tokens"]["train"] == 90_000 - 757
     assert main(["enwik8", "--data-dir", data_dir]) == 0
     assert "already prepared" in caplog.text
-    assert main(["enwik8", "--data-dir", data_dir, "--protocol", "nope"]) == 1
+    assert main(["enwik8", "--data-dir", data_dir, "--protocol", "nope"]) == 2
     assert "valid protocols: txl, bytes" in caplog.text
 
 
@@ -313,7 +313,7 @@ def test_getdata_sh_prepares_the_bundled_sample_offline(tmp_path):
 
 
 def test_unknown_dataset_is_a_clear_error(tmp_path, caplog):
-    assert main(["enwik9", "--data-dir", str(tmp_path)]) == 1
+    assert main(["enwik9", "--data-dir", str(tmp_path)]) == 2
     assert "unknown dataset(s) enwik9" in caplog.text
 
 
@@ -396,7 +396,7 @@ def test_words_from_one_file_are_cut_at_line_ends(tmp_path, caplog):
     assert Corpus(Path(data) / "one").meta["fractions"] == [0.8, 0.1, 0.1]
     (tmp_path / "short.txt").write_text("one line only\n")
     assert main(["text", "--input", str(tmp_path / "short.txt"), "--protocol", "words", "--name", "x",
-                 "--data-dir", data]) == 1
+                 "--data-dir", data]) == 2
     assert "too few to cut" in caplog.text
 
 
@@ -404,13 +404,13 @@ def test_word_level_mistakes_are_one_line(tmp_path, caplog):
     train, valid, test = word_files(tmp_path)
     base = ["text", "--train", train, "--valid", valid, "--test", test, "--name", "x",
             "--data-dir", str(tmp_path)]
-    assert main([*base, "--min-count", "2"]) == 1  # the byte protocol has no words to count
+    assert main([*base, "--min-count", "2"]) == 2  # the byte protocol has no words to count
     assert "--min-count applies to --protocol words only" in caplog.text
-    assert main([*base, "--protocol", "words", "--min-count", "0"]) == 1
+    assert main([*base, "--protocol", "words", "--min-count", "0"]) == 2
     assert "--min-count must be a positive integer" in caplog.text
-    assert main(["enwik8-sample", "--min-count", "2", "--data-dir", str(tmp_path)]) == 1
+    assert main(["enwik8-sample", "--min-count", "2", "--data-dir", str(tmp_path)]) == 2
     Path(test).write_bytes(b"caf\xe9\n")  # latin-1, not UTF-8
-    assert main([*base, "--protocol", "words"]) == 1
+    assert main([*base, "--protocol", "words"]) == 2
     assert f"{test} is not UTF-8 text" in caplog.text
     assert not (tmp_path / "x").exists()
 

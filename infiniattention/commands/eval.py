@@ -27,7 +27,14 @@ import argparse
 import json
 import time
 
-from infiniattention.training.cli import ArgumentParser, check_eval_args, check_lanes, cli_entry, exit_with
+from infiniattention.training.cli import (
+    RERUN,
+    ArgumentParser,
+    check_eval_args,
+    check_lanes,
+    cli_entry,
+    exit_with,
+)
 from infiniattention.training.distributed import DistEnv, setup, teardown
 from infiniattention.training.errors import DiskFullError, UserError
 from infiniattention.training.evaluate import evaluate, load_for_inference, load_stream, precision_autocast
@@ -68,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-@cli_entry
+@cli_entry(on_interrupt=RERUN)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_eval_args(args)  # before any work: a bad value or a missing --out folder costs nothing

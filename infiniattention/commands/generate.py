@@ -18,7 +18,7 @@ import torch
 
 from data_utils.vocab import UNK, TextStream, Vocab
 from infiniattention.generation import generate_stream
-from infiniattention.training.cli import ArgumentParser, check_sampling_args, cli_entry, exit_with
+from infiniattention.training.cli import RERUN, ArgumentParser, check_sampling_args, cli_entry, exit_with
 from infiniattention.training.distributed import select_device
 from infiniattention.training.errors import UserError
 from infiniattention.training.evaluate import load_for_inference
@@ -64,7 +64,7 @@ def prompt_ids(vocab: Vocab, prompt: str) -> list[int]:
     return vocab.encode_text(prompt)
 
 
-@cli_entry
+@cli_entry(on_interrupt=RERUN)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_sampling_args(args.max_new_tokens, args.temperature, args.top_k, args.top_p)

@@ -60,8 +60,16 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
-def cli_entry(main: Callable[..., int]) -> Callable[..., int]:
-    """Wrap a script's `main(argv)`: user errors and interrupts become one line and an exit status."""
+RESUME = "files on disk are complete: rerun the same command to resume"
+RERUN = "nothing was left half-written: run the same command again"
+
+
+def cli_entry(main: Callable[..., int] | None = None, *, on_interrupt: str = RESUME) -> Callable[..., int]:
+    """Wrap a script's `main(argv)`: user errors and interrupts become one line and an exit status.
+    `on_interrupt` is the advice after Ctrl-C: RESUME for a training, RERUN for a program that only
+    reads (an evaluation starts again from the beginning). `@cli_entry` or `@cli_entry(on_interrupt=...)`."""
+    if main is None:
+        return functools.partial(cli_entry, on_interrupt=on_interrupt)
 
     @functools.wraps(main)
     def wrapped(*args, **kwargs) -> int:
@@ -70,8 +78,7 @@ def cli_entry(main: Callable[..., int]) -> Callable[..., int]:
         except (UserError, DataError) as err:
             return _fail(str(err), getattr(err, "exit_code", 2))
         except KeyboardInterrupt:
-            return _fail("interrupted (Ctrl-C); files on disk are complete: rerun the same command to "
-                         "resume", INTERRUPTED)
+            return _fail(f"interrupted (Ctrl-C); {on_interrupt}", INTERRUPTED)
         except OSError as err:
             if not is_disk_full(err):
                 raise
