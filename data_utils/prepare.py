@@ -639,7 +639,8 @@ def prepare_text(
             bounds = word_line_bounds(files[0], fractions) if input_path is not None else None
             splits, vocab = prepare_words(files, min_count=min_count, line_bounds=bounds)
             unk = vocab.index[UNK]  # how much of each split the vocabulary does not cover
-            extra = {"unk_tokens": {s: int((ids == unk).sum()) for s, ids in zip(SPLITS, splits, strict=True)}}
+            extra = {"unk_tokens": {split: int((ids == unk).sum())
+                                    for split, ids in zip(SPLITS, splits, strict=True)}}
         else:
             parts = _text_byte_parts(files, input_path is not None, fractions)
             splits, vocab = prepare_bytes(parts, protocol)

@@ -16,7 +16,6 @@ context_curve.png to `--out-dir` (default: the checkpoint's folder).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -25,12 +24,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from infiniattention.training.checkpoint import CheckpointError  # noqa: E402
+from infiniattention.training.cli import RERUN, check_out_dir, cli_entry, exit_with  # noqa: E402
 from infiniattention.training.distributed import select_device  # noqa: E402
+from infiniattention.training.errors import UserError  # noqa: E402
 from infiniattention.training.evaluate import evaluate, load_for_inference, load_stream  # noqa: E402
 from infiniattention.training.metrics import quality  # noqa: E402
-from infiniattention.training.plots import pyplot  # noqa: E402
-
-PLOTS_HINT = "plots need matplotlib: pip install -e .[plots]"
+from infiniattention.training.plots import pyplot, write_report  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,8 +109,11 @@ def plot(res: dict, path: Path) -> bool:
     return True
 
 
+@cli_entry(on_interrupt=RERUN)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    out_dir = Path(args.out_dir) if args.out_dir else Path(args.checkpoint).parent
+    check_out_dir("--out-dir", out_dir)  # before the evaluations, which can take long
     try:
         if args.by_index_k < 1:
             raise ValueError(f"--by-index-k must be a positive integer, got {args.by_index_k}")
@@ -144,8 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         # each index cancels in the difference.
         alone = evaluate(model, data, reset_every=1, index_every=by_k, **kw)
     except (FileNotFoundError, CheckpointError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        raise UserError(str(err)) from err
     to_metric = (lambda nll: nll / math.log(2)) if metric == "bpc" else math.exp
     res = {
         "checkpoint": args.checkpoint, "step": int(ckpt["step"]), "label": label, **extra,
@@ -157,18 +158,9 @@ def main(argv: list[str] | None = None) -> int:
                                                                        strict=True)],
         "seconds": round(time.time() - t0, 1),
     }
-    out_dir = Path(args.out_dir) if args.out_dir else Path(args.checkpoint).parent
-    out_dir.mkdir(parents=True, exist_ok=True)
-    md = to_markdown(res)
-    print(md)
-    (out_dir / "context_curve.md").write_text(md, encoding="utf-8")
-    (out_dir / "context_curve.json").write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
-    if plot(res, out_dir / "context_curve.png"):
-        print(f"wrote {out_dir / 'context_curve.md'}, .json and .png")
-    else:
-        print(f"wrote {out_dir / 'context_curve.md'} and .json; {PLOTS_HINT}")
+    write_report(out_dir, "context_curve", to_markdown(res), res, plot)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

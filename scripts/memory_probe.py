@@ -24,7 +24,6 @@ memory_probe.png (trace against length, one line per layer) to ``--out-dir`` (de
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -50,7 +49,7 @@ from infiniattention.training.cli import RERUN, ArgumentParser, check_out_dir, c
 from infiniattention.training.distributed import select_device  # noqa: E402
 from infiniattention.training.errors import UserError  # noqa: E402
 from infiniattention.training.evaluate import load_for_inference  # noqa: E402
-from infiniattention.training.plots import pyplot  # noqa: E402
+from infiniattention.training.plots import pyplot, write_report  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -274,15 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         res = run(args)
     except PasskeyError as err:
         raise UserError(str(err)) from err
-    out_dir.mkdir(parents=True, exist_ok=True)
-    md = markdown(res)
-    print(md)
-    (out_dir / "memory_probe.md").write_text(md, encoding="utf-8")
-    (out_dir / "memory_probe.json").write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
-    if plot(res, out_dir / "memory_probe.png"):
-        print(f"wrote {out_dir}/memory_probe.md, .json and .png")
-    else:
-        print(f"wrote {out_dir}/memory_probe.md and .json (no plot: pip install -e .[plots])")
+    write_report(out_dir, "memory_probe", markdown(res), res, plot)
     return 0
 
 

@@ -20,9 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from infiniattention.training.checkpoint import CheckpointError  # noqa: E402
 from infiniattention.training.evaluate import load_for_inference  # noqa: E402
-from infiniattention.training.plots import pyplot  # noqa: E402
-
-PLOTS_HINT = "plots need matplotlib: pip install -e .[plots]"
+from infiniattention.training.plots import PLOTS_HINT, pyplot  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

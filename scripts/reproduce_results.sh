@@ -23,7 +23,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-OPTION=infini+gate+corrected+dpfp+l2
+OPTION=infini+gate
 SEEDS=1111,2222,3333
 out=runs/results
 only=demo,compare,gates,passkey,words,speed

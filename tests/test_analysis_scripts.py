@@ -60,6 +60,18 @@ def test_context_curve(runs, tmp_path, capsys, matplotlib_state):
         assert not (tmp_path / "context_curve.png").exists() and "pip install -e .[plots]" in printed
 
 
+def test_context_curve_checks_its_out_dir_before_the_work(runs, tmp_path, capsys):
+    curve = load_script("context_curve")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert curve.main(["--checkpoint", str(runs["none"] / "ckpt_00000004.pt"), "--out-dir",
+                       str(blocker)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip() == f"error: --out-dir {blocker} is not a folder" and "K =" not in captured.out
+    assert curve.main(["--checkpoint", str(tmp_path / "missing.pt"), "--out-dir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
 def test_context_curve_is_flat_without_memory(runs, tmp_path):
     curve = load_script("context_curve")
     assert curve.main(["--checkpoint", str(runs["none"] / "ckpt_00000004.pt"), "--max-tokens", "800",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 
 
@@ -16,3 +19,20 @@ def pyplot() -> ModuleType | None:
     except ImportError:
         return None
     return plt
+
+
+PLOTS_HINT = "plots need matplotlib: pip install -e .[plots]"
+
+
+def write_report(out_dir: Path, stem: str, markdown: str, result: dict,
+                 draw: Callable[[dict, Path], bool]) -> None:
+    """Print a script's Markdown table and write it with its JSON result as STEM.md and STEM.json into
+    `out_dir` (created), plus STEM.png when `draw(result, path)` can draw it (the plots extra)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    print(markdown)
+    (out_dir / f"{stem}.md").write_text(markdown, encoding="utf-8")
+    (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    if draw(result, out_dir / f"{stem}.png"):
+        print(f"wrote {out_dir / stem}.md, .json and .png")
+    else:
+        print(f"wrote {out_dir / stem}.md and .json; {PLOTS_HINT}")
