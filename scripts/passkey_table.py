@@ -106,7 +106,8 @@ def probe_summary(row: str, probes: list[dict], kind: str) -> tuple[list[str], d
     best = max(range(n_layers), key=lambda layer: trace[layer][0])
     gates = [p["rows"][0]["gate"].get(str(best)) for p in probes]
     drop = trace[best][0] / trace[best][-1] if trace[best][-1] > 0 else float("inf")
-    summary = {"layer": best, "lengths": lengths, "trace": trace[best], "drop": drop}
+    summary = {"layer": best, "lengths": lengths, "trace": trace[best], "drop": drop,
+               "keys": sorted({p["keys"] for p in probes})}
     cells = " | ".join(f"{t:.3g}" for t in trace[best])
     gate = f"{statistics.fmean(gates):.3g}" if all(g is not None for g in gates) else "-"
     line = f"| `{row}` | {kind} | {best} | {cells} | {summary['drop']:.2f}x | {gate} |"
@@ -184,9 +185,11 @@ def main(argv: list[str] | None = None) -> int:
                 probe_lines += rows_
                 summaries[f"{row}, {kind}"] = summary
         if probe_lines:
-            lengths = summaries[next(k for k in summaries if k.endswith(kind))]["lengths_label"]
-            lines += [f"Memory probe, haystack {kind} (scripts/memory_probe.py; key at depth 0, 4 keys, mean "
-                      "over the seeds): the trace |A_mem(key) - A_mem(other key)| / |A_mem(key)| at the last "
+            first = summaries[next(k for k in summaries if k.endswith(kind))]
+            lengths = first["lengths_label"]
+            keys = "/".join(str(k) for k in first["keys"])
+            lines += [f"Memory probe, haystack {kind} (scripts/memory_probe.py; key at depth 0, {keys} keys, "
+                      "mean over the seeds): the trace |A_mem(key) - A_mem(other key)| / |A_mem(key)| at the last "
                       "question token in the layer that carries the key most, by length; its drop from the "
                       "shortest to the longest length; that layer's mean write gate over the prompt.", "",
                       "| memory | haystack | layer | " + " | ".join(lengths) + " | drop | write gate |",

@@ -178,7 +178,7 @@ def test_passkey_table_gives_the_lowest_accuracy_over_the_seeds(tmp_path):
         folder.mkdir(parents=True)
         rows = [{"length": n, "gate": {"1": 0.01}, "layers": [{"trace": 0.001}, {"trace": t}]}
                 for n, t in zip((2048, 2**20), traces, strict=True)]
-        folder.joinpath("memory_probe.json").write_text(json.dumps({"rows": rows}))
+        folder.joinpath("memory_probe.json").write_text(json.dumps({"rows": rows, "keys": 3}))
 
     for seed, accs, traces in ((1, (1.0, 0.9), (0.8, 0.4)), (2, (0.7, 1.0), (0.6, 0.2))):
         run = tmp_path / "infini+gate" / f"seed-{seed}"
@@ -193,4 +193,5 @@ def test_passkey_table_gives_the_lowest_accuracy_over_the_seeds(tmp_path):
     assert "| 1M | 10 | 0.50 (0.50) | 0.50 (0.50) | 0.50 |" in text
     assert "| 1M (text repeats) | 10 | 0.00 (0.00) | 0.10 (0.10) | 0.05 |" in text
     assert "| `infini+gate` | filler | 1 | 0.7 | 0.3 | 2.33x | 0.01 |" in text
+    assert "key at depth 0, 3 keys" in text
     assert "`infini`," not in text  # a row without runs is left out
