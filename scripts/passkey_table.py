@@ -189,9 +189,9 @@ def main(argv: list[str] | None = None) -> int:
             lengths = first["lengths_label"]
             keys = "/".join(str(k) for k in first["keys"])
             lines += [f"Memory probe, haystack {kind} (scripts/memory_probe.py; key at depth 0, {keys} keys, "
-                      "mean over the seeds): the trace |A_mem(key) - A_mem(other key)| / |A_mem(key)| at the last "
-                      "question token in the layer that carries the key most, by length; its drop from the "
-                      "shortest to the longest length; that layer's mean write gate over the prompt.", "",
+                      "mean over the seeds): the trace |A_mem(key) - A_mem(other key)| / |A_mem(key)| at the "
+                      "last question token in the layer that carries the key most, by length; its drop from "
+                      "the shortest to the longest length; that layer's mean write gate over the prompt.", "",
                       "| memory | haystack | layer | " + " | ".join(lengths) + " | drop | write gate |",
                       "|---|---|---:|" + "---:|" * (len(lengths) + 2)] + probe_lines + [""]
     text = "\n".join(lines)
