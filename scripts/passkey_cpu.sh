@@ -30,7 +30,7 @@ while [ $# -gt 0 ]; do
         --out-dir|--out) out=$2; shift 2 ;;
         --seeds) seeds=$2; shift 2 ;;
         --eval) eval_mode=$2; shift 2 ;;
-        -h|--help) sed -n 2,21p "$0"; exit 0 ;;
+        -h|--help) sed -n 2,20p "$0"; exit 0 ;;
         -*) echo "error: unknown argument $1 (see --help)" >&2; exit 2 ;;
         *) rows+=("$1"); shift ;;
     esac

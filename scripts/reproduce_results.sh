@@ -19,7 +19,8 @@
 # OPTION is the memory the results compare with the paper's (docs/passkey.md says why it was chosen).
 # Every step skips what is already done (finished runs and evaluations are not repeated), so an
 # interrupted run continues where it stopped. Needs the plots extra (pip install -e .[plots]) for the
-# figures. Timed end to end on an idle 2-core machine: see docs/results.md. PY= chooses the interpreter.
+# figures. About 14 hours on a 2-core machine, nearly all of it the passkey grid (docs/results.md,
+# "Reproducing everything"); --only without passkey takes about 1.5 hours. PY= chooses the interpreter.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -31,7 +32,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --out-dir|--out) out=$2; shift 2 ;;
         --only) only=$2; shift 2 ;;
-        -h|--help) sed -n 2,25p "$0"; exit 0 ;;
+        -h|--help) sed -n 2,23p "$0"; exit 0 ;;
         *) echo "error: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
