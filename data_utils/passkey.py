@@ -335,9 +335,9 @@ class PasskeyTaskConfig:
     end_frac: float = 0.0
     """Fraction of the instances whose key sentence is put at the highest depth drawn (`depth_max`; 1:
     right before the question); the rest keep uniform depths, which put it there in ~0.7 % of instances
-    of 260-2,049 tokens. Depth 1 is the weakest depth of every CPU run (README): the key is one segment
-    back, and the question's own segment holds part of the key's second copy, a local fragment that
-    competes with the memory's read of the key."""
+    of 260-2,049 tokens. Depth 1 is the weakest depth of every CPU run (docs/passkey.md): the key is
+    one segment back, and the question's own segment holds part of the key's second copy, a local
+    fragment that competes with the memory's read of the key."""
     haystack_text_frac: float = 0.0
     """Fraction of the instances whose haystack is ordinary training text (a span of the training
     split, as `scripts/passkey.py eval --haystack text` evaluates on held-out text) instead of the

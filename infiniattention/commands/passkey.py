@@ -12,7 +12,7 @@ TensorBoard, `--set`, `--resume` and `--overwrite` behave as for train.py; `--se
 the task section).
 `eval` streams every instance through the model in chunks with the state carried (the memory is the
 only way back to the key), decodes the five digits greedily, and writes `passkey.md`, `passkey.json`
-and, with matplotlib (`pip install -e .[plots]`), `passkey.png`. See README.md, "Passkey retrieval".
+and, with matplotlib (`pip install -e .[plots]`), `passkey.png`. See docs/passkey.md.
 """
 
 from __future__ import annotations

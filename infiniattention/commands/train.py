@@ -6,7 +6,7 @@
     torchrun --nproc_per_node 8 --no-python infini-train --config enwik8_base
 
 Exit status: 0 when the run finished or stopped on SIGTERM/SIGINT/SIGHUP with a checkpoint (rerun the
-same command to resume), 2 for a mistake in the input, 1 for a run that failed. See README.md, "Training".
+same command to resume), 2 for a mistake in the input, 1 for a run that failed. See docs/training.md.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ rank owns its lanes and their memory; with `train.grad_accum > 1` the rank's lan
 many micro-batches, each with its own memory state, and gradients are accumulated (DDP `no_sync`)
 before one step.
 
-Decisions the spec left open (see README.md, "Training"):
+Decisions the spec left open (see docs/training.md):
 - A non-finite loss (or, outside fp16, a non-finite gradient norm) skips the step: no optimizer update,
   the memory state is kept from before the step, but the stream and the step counter advance (the
   batch is consumed). More than `train.max_bad_steps` in a row stop the run without writing a
@@ -14,7 +14,7 @@ Decisions the spec left open (see README.md, "Training"):
   weight, optimizer state and memory value is finite; otherwise the run stops (exit 1) naming the last
   good one.
 - Every checkpoint (and best.pt) carries the run id; rotation deletes only this run's checkpoints older
-  than the one just written, and files of another run are moved aside, never mixed in (see README.md,
+  than the one just written, and files of another run are moved aside, never mixed in (see docs/training.md,
   "Failures and recovery").
 - At the start of every epoch (after the first) the memory is reset: the lanes restart elsewhere in
   the stream, so the old memory describes text that no longer precedes them.
