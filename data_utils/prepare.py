@@ -738,19 +738,21 @@ def main(argv: Sequence[str] | None = None, prog: str = "getdata.sh") -> int:
                 force=args.force,
                 progress=not args.no_progress,
             )
-    except (download.ChecksumError, download.UnsafeArchiveError) as err:  # the data failed its checks
+    except (ValueError, OSError) as err:
         logger.error("error: %s", err)
-        return 1
-    except (ValueError, FileNotFoundError) as err:  # a mistake in the command: as train.py, status 2
-        logger.error("error: %s", err)
-        return 2
-    except OSError as err:  # a download or a disk that failed
-        logger.error("error: %s", err)
-        return 1
+        return _exit_status(err)
     except KeyboardInterrupt:  # e.g. while waiting for another preparation: a finished folder is intact
         logger.error("error: interrupted (Ctrl-C); run the same command again to finish the preparation")
         return 130
     return 0
+
+
+def _exit_status(err: Exception) -> int:
+    """2 for a mistake in the command (as train.py: an unknown dataset, a missing input file, bad
+    fractions); 1 when the data failed its checks or a download or the disk failed."""
+    if isinstance(err, (download.ChecksumError, download.UnsafeArchiveError)):
+        return 1
+    return 2 if isinstance(err, (ValueError, FileNotFoundError)) else 1
 
 
 def _fractions(text: str) -> list[float]:
