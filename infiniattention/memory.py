@@ -94,9 +94,10 @@ def feature_map(x: Tensor, opts: MemoryOptions = PAPER) -> Tensor:
 
 class _Features(torch.autograd.Function):
     """DPFP features, L2-normalised when ``eps`` is given (``f / max(|f|, eps)``), with the backward
-    written out: it keeps ``r`` (``2 d`` per token, not the ``2 nu d`` features) and takes six
-    products per ``j`` where autograd's graph of the rolls, products, concatenations and the norm
-    makes about twice as many full-size passes (the feature map was half of the memory's cost)."""
+    written out: it keeps ``r`` (``2 d`` per token) and, only when normalising, the output and its
+    norm, and takes six products per ``j`` where autograd's graph of the rolls, products,
+    concatenations and the norm makes about twice as many full-size passes (the feature map was half
+    of the memory's cost)."""
 
     @staticmethod
     def forward(ctx, x: Tensor, nu: int, eps: float | None) -> Tensor:
@@ -106,7 +107,7 @@ class _Features(torch.autograd.Function):
         if eps is not None:
             norm = torch.linalg.vector_norm(f, dim=-1, keepdim=True)
             f = f / norm.clamp_min(eps)
-        ctx.save_for_backward(r, f, norm)
+        ctx.save_for_backward(r, f if eps is not None else None, norm)  # f: for the norm's backward only
         ctx.nu, ctx.eps = nu, eps
         return f
 
