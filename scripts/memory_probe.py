@@ -13,8 +13,10 @@ against the memory that token reads, and the probe reports, per layer:
   memory dilutes the key's write among every later write, so its trace falls with the length;
 - den: ``phi(Q) z`` at that token (mean over heads and lanes), the normaliser of eq. 7, which for the
   paper's memory grows with every token written;
-- gate: the mean write gate ``beta`` over the prompt (``write_gate`` models; "-" otherwise), and
-  ``gate@key``, its mean over the tokens of the key sentence.
+- gate: the mean write gate ``beta`` over the prompt (``write_gate`` models; "-" otherwise);
+  ``gate@hay``, its mean over the haystack (the filler or text around the key sentence: what the memory
+  should not keep), ``gate@key``, its mean over the tokens of the key sentence, and ``key/hay``, their
+  ratio (the contrast that decides how long the key survives the haystack's writes).
 
 Writes memory_probe.md, memory_probe.json and, with matplotlib (``pip install -e .[plots]``),
 memory_probe.png (trace against length, one line per layer) to ``--out-dir`` (default: a
@@ -45,7 +47,15 @@ from data_utils.passkey import (  # noqa: E402
     parse_length,
 )
 from infiniattention.model import InfiniTransformerLM, ModelState  # noqa: E402
-from infiniattention.training.cli import RERUN, ArgumentParser, check_out_dir, cli_entry, exit_with  # noqa: E402
+from infiniattention.training import results  # noqa: E402
+from infiniattention.training.cli import (  # noqa: E402
+    RERUN,
+    ArgumentParser,
+    check_out_dir,
+    check_results_file,
+    cli_entry,
+    exit_with,
+)
 from infiniattention.training.distributed import select_device  # noqa: E402
 from infiniattention.training.errors import UserError  # noqa: E402
 from infiniattention.training.evaluate import load_for_inference  # noqa: E402
@@ -72,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where to run (default: %(default)s)")
     p.add_argument("--out-dir", help="folder for memory_probe.md/.json/.png (default: memory_probe/ next to "
                    "the checkpoint)")
+    p.add_argument("--results", metavar="FILE",
+                   help="also write the result as a results record (its numbers, the commit, the config, "
+                   "the command, the machine, the wall time): e.g. "
+                   "results/passkey/ROW/seed-S/probe-filler.json")
     return p
 
 
@@ -99,13 +113,15 @@ class _LastInputs:
 
 
 class _GateMeans:
-    """Forward hooks on every write gate: the sum and count of beta over all tokens, and over the tokens
-    at positions ``[lo, hi)`` of the stream (the key sentence)."""
+    """Forward hooks on every write gate: the sum and count of beta over all tokens, over the key
+    sentence (stream positions ``key = (lo, hi)``) and over the haystack (``hay``: the filler or text
+    before and after the key sentence, which is everything the memory should not keep)."""
 
-    def __init__(self, model: InfiniTransformerLM, lo: int, hi: int) -> None:
-        self.lo, self.hi, self.pos = lo, hi, 0
-        self.all: dict[int, list[float]] = {}
-        self.key: dict[int, list[float]] = {}
+    def __init__(self, model: InfiniTransformerLM, key: tuple[int, int],
+                 hay: list[tuple[int, int]]) -> None:
+        self.spans = {"key": [key], "hay": hay}
+        self.pos = 0
+        self.sums: dict[str, dict[int, list[float]]] = {"all": {}, "key": {}, "hay": {}}
         self._hooks = []
         for i, block in enumerate(model.blocks):
             gate = getattr(block.attn, "write_gate", None)
@@ -115,21 +131,24 @@ class _GateMeans:
     def advance(self, n: int) -> None:
         self.pos += n
 
+    def _add(self, which: str, layer: int, beta: torch.Tensor) -> None:
+        acc = self.sums[which].setdefault(layer, [0.0, 0])
+        acc[0] += float(beta.sum())
+        acc[1] += beta.numel()
+
     def _record(self, layer: int):
         def hook(module, args, logits):
-            beta = torch.sigmoid(logits.detach().float())  # [B, T, H]
-            a = self.all.setdefault(layer, [0.0, 0])
-            a[0] += float(beta.sum())
-            a[1] += beta.numel()
-            lo, hi = max(self.lo - self.pos, 0), min(self.hi - self.pos, beta.size(1))
-            if lo < hi:
-                k = self.key.setdefault(layer, [0.0, 0])
-                k[0] += float(beta[:, lo:hi].sum())
-                k[1] += beta[:, lo:hi].numel()
+            beta = torch.sigmoid(logits.detach().double())  # [B, T, H]
+            self._add("all", layer, beta)
+            for which, spans in self.spans.items():
+                for a, b in spans:
+                    lo, hi = max(a - self.pos, 0), min(b - self.pos, beta.size(1))
+                    if lo < hi:
+                        self._add(which, layer, beta[:, lo:hi])
         return hook
 
-    def means(self, which: dict[int, list[float]]) -> dict[int, float]:
-        return {i: s / n for i, (s, n) in which.items() if n}
+    def means(self, which: str) -> dict[int, float]:
+        return {i: s / n for i, (s, n) in self.sums[which].items() if n}
 
     def close(self) -> None:
         for h in self._hooks:
@@ -145,9 +164,12 @@ def probe_length(model: InfiniTransformerLM, insts: list[PasskeyInstance], chunk
     N = model.config.segment_len
     prompt = insts[0].prompt_len
     boundary = (prompt - 1) // N * N  # the last token's segment starts here: it reads the memory of then
-    key_lo = insts[0].key_pos - len(insts[0].tok.key_parts[0])
-    key_hi = insts[0].copy_pos + N_DIGITS + len(insts[0].tok.key_parts[2])
-    gates = _GateMeans(model, key_lo, key_hi)
+    first = insts[0]
+    key_lo = first.key_pos - len(first.tok.key_parts[0])
+    key_hi = first.copy_pos + N_DIGITS + len(first.tok.key_parts[2])
+    hay_lo = len(first.tok.preamble)
+    hay_hi = key_hi + first.filler_len - first.filler_before
+    gates = _GateMeans(model, (key_lo, key_hi), [(hay_lo, key_lo), (key_hi, hay_hi)])
     state = model.init_state(len(insts), device)
     streams = [i.chunks(chunk_len, stop=boundary) for i in insts] if boundary else []
     for pieces in zip(*streams, strict=True):
@@ -161,8 +183,10 @@ def probe_length(model: InfiniTransformerLM, insts: list[PasskeyInstance], chunk
     model(tail, state=state)
     inputs.close()
     gates.close()
+    hay, key = gates.means("hay"), gates.means("key")
     return {"layers": [_layer_row(model, memories, inputs.x, i) for i in range(len(model.blocks))],
-            "gate": gates.means(gates.all), "gate_key": gates.means(gates.key)}
+            "gate": gates.means("all"), "gate_key": key, "gate_haystack": hay,
+            "gate_ratio": {i: key[i] / max(hay[i], 1e-300) for i in key if i in hay}}
 
 
 def _layer_row(model: InfiniTransformerLM, state: ModelState, inputs: dict[int, torch.Tensor],
@@ -177,7 +201,8 @@ def _layer_row(model: InfiniTransformerLM, state: ModelState, inputs: dict[int, 
             "read_norm": float(norm.mean()), "den": float(den[0::2].mean())}
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: argparse.Namespace) -> tuple[dict, dict | None]:
+    """The probe's result, and the checkpoint's resolved config."""
     lengths = [parse_length(t) for t in args.lengths.split(",") if t.strip()]
     depth = parse_depth(args.depth)
     if args.keys < 1 or args.chunk_len < 1:
@@ -210,7 +235,7 @@ def run(args: argparse.Namespace) -> dict:
     return {"checkpoint": str(args.checkpoint), "step": int(ckpt["step"]), "memory": cfg.model.memory_label(),
             "segment_len": N, "depth": depth, "keys": args.keys, "seed": args.seed,
             "haystack": "filler" if haystack is None else haystack.name, "lengths": lengths, "rows": rows,
-            "seconds": round(time.time() - t0, 1)}
+            "seconds": round(time.time() - t0, 1)}, ckpt.get("config")
 
 
 def _fmt_len(n: int) -> str:
@@ -221,20 +246,20 @@ def _fmt_len(n: int) -> str:
 
 def markdown(res: dict) -> str:
     n_layers = len(res["rows"][0]["layers"])
-    head = "| length | " + " | ".join(f"layer {i}: trace / den / gate / gate@key"
+    head = "| length | " + " | ".join(f"layer {i}: trace / den / gate@hay / gate@key / key/hay"
                                       for i in range(n_layers)) + " |"
     out = [f"Memory probe: {res['checkpoint']} (step {res['step']}, memory {res['memory']}, segment "
            f"{res['segment_len']}), haystack {res['haystack']}, key at depth {res['depth']:g}, "
            f"{res['keys']} key(s) per length.", "",
            "trace: |A_mem(key) - A_mem(other key)| / |A_mem(key)| at the last question token (mean over "
-           "heads and keys); den: phi(Q) z there; gate: mean write gate over the prompt; gate@key: over "
-           "the key sentence.", "", head, "|---" * (n_layers + 1) + "|"]
+           "heads and keys); den: phi(Q) z there; gate@hay: mean write gate over the haystack; gate@key: "
+           "over the key sentence; key/hay: their ratio.", "", head, "|---" * (n_layers + 1) + "|"]
     for r in res["rows"]:
         cells = []
         for i, lay in enumerate(r["layers"]):
-            g, gk = r["gate"].get(i), r["gate_key"].get(i)
-            cells.append(f"{lay['trace']:.3g} / {lay['den']:.3g} / " + (f"{g:.3g}" if g is not None else "-")
-                         + " / " + (f"{gk:.3g}" if gk is not None else "-"))
+            gates = [r.get(name, {}).get(i) for name in ("gate_haystack", "gate_key", "gate_ratio")]
+            cells.append(f"{lay['trace']:.3g} / {lay['den']:.3g} / "
+                         + " / ".join(f"{g:.3g}" if g is not None else "-" for g in gates))
         out.append(f"| {_fmt_len(r['length'])} | " + " | ".join(cells) + " |")
     best = max(range(n_layers), key=lambda i: res["rows"][0]["layers"][i]["trace"])
     first, last = res["rows"][0], res["rows"][-1]
@@ -269,11 +294,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out_dir = Path(args.out_dir) if args.out_dir else Path(args.checkpoint).parent / "memory_probe"
     check_out_dir("--out-dir", out_dir)  # before the streams, which can take long
+    check_results_file("--results", args.results)
+    t0 = time.time()
     try:
-        res = run(args)
+        res, config = run(args)
     except PasskeyError as err:
         raise UserError(str(err)) from err
     write_report(out_dir, "memory_probe", markdown(res), res, plot)
+    if args.results:
+        rec = results.record("memory_probe", res, config=config, wall_s=time.time() - t0)
+        print(f"wrote {results.write_result(args.results, rec)}")
     return 0
 
 

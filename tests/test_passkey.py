@@ -252,12 +252,17 @@ def test_eval_no_exact_rss_is_recorded(tmp_path):
     # --no-exact-rss changes how peak RSS is measured (and speeds CPU runs up): the output must say which.
     ckpt = tmp_path / "m.pt"
     _save_tiny_checkpoint(ckpt, _enwik8_vocab())
+    record = tmp_path / "results" / "passkey" / "infini" / "seed-1" / "filler-512.json"
     r = _run("eval", "--checkpoint", str(ckpt), "--lengths", "512", "--depths", "1", "--instances", "1",
-             "--out-dir", str(tmp_path / "ev"), "--device", "cpu", "--no-exact-rss")
+             "--out-dir", str(tmp_path / "ev"), "--device", "cpu", "--no-exact-rss", "--results", str(record))
     assert r.returncode == 0, r.stderr
     res = json.loads((tmp_path / "ev" / "passkey.json").read_text())
     assert res["exact_rss"] is False and res["rows"][0]["peak_rss_mib"] > 0
     assert "including pages the allocator keeps" in (tmp_path / "ev" / "passkey.md").read_text()
+    rec = json.loads(record.read_text())  # --results: the same numbers, with the checkpoint's config
+    assert rec["kind"] == "passkey" and rec["result"] == res and rec["config"]["model"]["memory"] == "infini"
+    assert rec["provenance"]["command"].split()[:2] == ["scripts/passkey.py", "eval"]
+    assert len(rec["provenance"]["commit"]) in (40, len("unknown"))
 
 
 def test_heatmap_is_optional(tmp_path, monkeypatch):

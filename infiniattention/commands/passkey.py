@@ -33,7 +33,14 @@ import yaml
 from data_utils.corpus import get_corpus
 from data_utils.passkey import Haystack, PasskeyError, PasskeyTokens, make_instance, parse_depth, parse_length
 from infiniattention.commands.shipped import config_path
-from infiniattention.training.cli import ArgumentParser, check_out_dir, cli_entry, exit_with
+from infiniattention.training import results
+from infiniattention.training.cli import (
+    ArgumentParser,
+    check_out_dir,
+    check_results_file,
+    cli_entry,
+    exit_with,
+)
 from infiniattention.training.config import (
     apply_overrides,
     config_from_dict,
@@ -97,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="autocast precision of the forward passes (default: %(default)s)")
     e.add_argument("--out-dir", help="folder for passkey.md/.json/.png (default: passkey_eval/ next to the "
                    "checkpoint)")
+    e.add_argument("--results", metavar="FILE",
+                   help="also write the result as a results record (its numbers, the commit, the config, "
+                   "the command, the machine, the wall time): e.g. results/passkey/ROW/seed-S/NAME.json")
     e.add_argument("--exact-rss", action=argparse.BooleanOptionalAction, default=True,
                    help="peak RSS = the working set: every block >= 1 MiB from its own mmap, returned when "
                    "freed (glibc). --no-exact-rss keeps them on the heap: about 2x the CPU "
@@ -306,6 +316,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                            f"{args.chunk_len}")
     out_dir = Path(args.out_dir) if args.out_dir else Path(args.checkpoint).parent / "passkey_eval"
     check_out_dir("--out-dir", out_dir)  # before the evaluation, which can take hours
+    check_results_file("--results", args.results)
     device = select_device(args.device, 0)
     model, vocab, cfg, ckpt = load_for_inference(args.checkpoint, device)
     tok = PasskeyTokens(vocab)
@@ -345,6 +356,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 from err
         raise UserError(f"cannot write the results into {out_dir}: {err.strerror} (the table above is "
                         "complete)") from err
+    if args.results:
+        rec = results.record("passkey", result, config=ckpt.get("config"), wall_s=time.time() - t0,
+                             device=device)
+        print(f"wrote {results.write_result(args.results, rec)}")
     if plotted:
         print(f"wrote {out_dir}/passkey.md, passkey.json and passkey.png")
     else:

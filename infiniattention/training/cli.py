@@ -137,6 +137,20 @@ def check_out_dir(name: str, path: str | os.PathLike) -> None:
         raise UserError(f"{name} {path} {what}: choose another {name}")
 
 
+def check_results_file(name: str, path: str | None) -> None:
+    """A results record to be written (``--results``): not a folder, and its folder exists or can be
+    created; checked before any work is done."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise UserError(f"{name} {path} is a folder; give a file name "
+                        "(e.g. results/passkey/ROW/seed-S/NAME.json)")
+    check_out_dir(name, target.parent if str(target.parent) else Path("."))
+    if target.exists() and not is_writable(target):
+        raise UserError(f"{name} {path} is not writable")
+
+
 def check_eval_args(args: argparse.Namespace) -> None:
     """eval.py: refuse values that used to fall back silently to the defaults (0, negatives)."""
     for flag in ("batch_size", "tgt_len", "max_tokens", "reset_every"):
