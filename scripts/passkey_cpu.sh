@@ -4,13 +4,19 @@
 # 2K tokens, initialised from stage 1's best.pt), then greedy retrieval with the state streamed, of
 # stage 2's last checkpoint (the end of its cosine schedule), in the filler and in real text.
 #
-#   bash scripts/passkey_cpu.sh [--out-dir runs/passkey] [--seeds 1111,2222,3333] [--eval full|short|none]
-#                               [ROW ...]
+#   bash scripts/passkey_cpu.sh [--out-dir runs/passkey] [--seeds 1111,2222,3333] [--stages 1|2]
+#                               [--eval full|short|screen|none] [--results-dir results] [ROW ...]
 #
 # ROW: infini (the paper's memory; default), xl (mem_len 64 = one segment), none, or infini with memory
-# options joined by '+': gate, corrected, dpfp, l2 (e.g. infini+gate). Each seed sets train.seed and the
-# instances' passkey.seed (stage 1: SEED, stage 2: SEED + 1), so rows of the same seed see the same data.
-# Per row and seed it writes OUT/ROW/seed-SEED/{stage1,stage2,eval}. --eval full (default for infini
+# options joined by '+': gate, corrected, dpfp, l2, deltanet (e.g. infini+gate), then optionally the
+# recipe words sp (state passing) and zg (the zero-reaching write gate) (scripts/compare_table.py:
+# RECIPE_WORDS). Each seed sets train.seed and the instances' passkey.seed (stage 1: SEED, stage 2:
+# SEED + 1), so rows of the same seed see the same data.
+# Per row and seed it writes OUT/ROW/seed-SEED/{stage1,stage2,eval}, and every evaluation's results
+# record into RESULTS/passkey/ROW/seed-SEED/NAME.json (RESULTS: --results-dir, default results/).
+# --stages 1 --eval screen is the screen of docs/passkey.md: stage 1 only, its last checkpoint evaluated
+# at 1K, 2K, 8K and 32K (10 keys at depths 0, 0.5, 1) in the filler and in valid text, and the memory
+# probe from 2K to 128K, into RESULTS/passkey-screen/ROW/seed-SEED/. --eval full (default for infini
 # rows) evaluates the grid of docs/passkey.md: depths 0, 0.25, 0.5, 0.75, 1; the filler at 2K and 8K
 # (100 keys per cell), 32K (20), 128K and 1M (10); text of the valid and the test split at 2K, 8K (100)
 # and 32K (20); training-split text at 128K and 1M (10); and the memory probe (scripts/memory_probe.py)
@@ -24,18 +30,23 @@ cd "$root"
 out=runs/passkey
 seeds=1111
 eval_mode=""
+stages=2
+results_dir=results
 rows=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --out-dir|--out) out=$2; shift 2 ;;
         --seeds) seeds=$2; shift 2 ;;
         --eval) eval_mode=$2; shift 2 ;;
-        -h|--help) sed -n 2,20p "$0"; exit 0 ;;
+        --stages) stages=$2; shift 2 ;;
+        --results-dir) results_dir=$2; shift 2 ;;
+        -h|--help) sed -n 2,27p "$0"; exit 0 ;;
         -*) echo "error: unknown argument $1 (see --help)" >&2; exit 2 ;;
         *) rows+=("$1"); shift ;;
     esac
 done
-case "$eval_mode" in ""|full|short|none) ;; *) echo "error: --eval must be full, short or none, got $eval_mode" >&2; exit 2 ;; esac
+case "$eval_mode" in ""|full|short|screen|none) ;; *) echo "error: --eval must be full, short, screen or none, got $eval_mode" >&2; exit 2 ;; esac
+case "$stages" in 1|2) ;; *) echo "error: --stages must be 1 or 2, got $stages" >&2; exit 2 ;; esac
 [ ${#rows[@]} -gt 0 ] || rows=(infini)
 . scripts/python.sh
 require_modules torch yaml
@@ -44,19 +55,20 @@ plan=$("$PY" scripts/compare_table.py --plan "$(IFS=,; echo "${rows[*]}")" --see
        --config configs/passkey_cpu.yaml) || exit 2
 [ -f data/enwik8-sample/train.npy ] || bash getdata.sh enwik8-sample
 
-evaluate() {  # evaluate NAME ARGS...: one passkey evaluation into $run/eval/NAME, skipped when done
+evaluate() {  # evaluate NAME ARGS...: one passkey evaluation into $run/eval/NAME and its results record
     local name=$1; shift
-    [ -f "$run/eval/$name/passkey.json" ] && return 0
+    [ -f "$run/eval/$name/passkey.json" ] && [ -f "$record/$name.json" ] && return 0
     echo "== $row, seed $seed: $name"
-    "$PY" scripts/passkey.py eval --checkpoint "$last" --no-exact-rss --out-dir "$run/eval/$name" "$@" \
-        | grep -E '^\| [0-9]' | head -n 8
+    "$PY" scripts/passkey.py eval --checkpoint "$last" --no-exact-rss --out-dir "$run/eval/$name" \
+        --results "$record/$name.json" "$@" | grep -E '^\| [0-9]' | head -n 8
 }
 
-probe() {  # probe NAME ARGS...: the memory probe into $run/eval/NAME, skipped when done
+probe() {  # probe NAME ARGS...: the memory probe into $run/eval/NAME and its results record
     local name=$1; shift
-    [ -f "$run/eval/$name/memory_probe.json" ] && return 0
+    [ -f "$run/eval/$name/memory_probe.json" ] && [ -f "$record/$name.json" ] && return 0
     echo "== $row, seed $seed: $name"
-    "$PY" scripts/memory_probe.py --checkpoint "$last" --out-dir "$run/eval/$name" "$@" | tail -n 3
+    "$PY" scripts/memory_probe.py --checkpoint "$last" --out-dir "$run/eval/$name" \
+        --results "$record/$name.json" "$@" | tail -n 3
 }
 
 while IFS=$'\t' read -r row seed extra; do
@@ -65,23 +77,35 @@ while IFS=$'\t' read -r row seed extra; do
     echo "== $row, seed $seed: stage 1 (configs/passkey_cpu.yaml) -> $run/stage1"
     "$PY" scripts/passkey.py train --config configs/passkey_cpu.yaml --run-dir "$run/stage1" --no-progress \
         "${sets[@]}" --set "train.seed=$seed" --set "passkey.seed=$seed"
-    echo "== $row, seed $seed: stage 2 (configs/passkey_cpu_2k.yaml) -> $run/stage2"
-    "$PY" scripts/passkey.py train --config configs/passkey_cpu_2k.yaml --run-dir "$run/stage2" --no-progress \
-        --init "$run/stage1/best.pt" "${sets[@]}" --set "train.seed=$seed" --set "passkey.seed=$((seed + 1))"
+    record=$results_dir/passkey-screen/$row/seed-$seed
+    if [ "$stages" = 2 ]; then
+        echo "== $row, seed $seed: stage 2 (configs/passkey_cpu_2k.yaml) -> $run/stage2"
+        "$PY" scripts/passkey.py train --config configs/passkey_cpu_2k.yaml --run-dir "$run/stage2" \
+            --no-progress --init "$run/stage1/best.pt" "${sets[@]}" --set "train.seed=$seed" \
+            --set "passkey.seed=$((seed + 1))"
+        record=$results_dir/passkey/$row/seed-$seed
+    fi
     # The last checkpoint, not best.pt: 32 validation instances rank checkpoints too coarsely.
-    last=$(ls "$run"/stage2/ckpt_*.pt | sort | tail -n 1)
+    last=$(ls "$run/stage$stages"/ckpt_*.pt | sort | tail -n 1)
     mode=$eval_mode
     [ -n "$mode" ] || case "$row" in infini*) mode=full ;; *) mode=short ;; esac
     case "$mode" in
+        screen)
+            evaluate filler --lengths 1k,2k,8k,32k --depths 0,0.5,1 --instances 10
+            evaluate text-valid --lengths 1k,2k,8k,32k --depths 0,0.5,1 --instances 10 --haystack text \
+                --haystack-split valid
+            if [ "${row%%+*}" = infini ]; then
+                probe probe-filler --lengths 2k,8k,32k,128k --keys 4
+            fi ;;
         short)
             evaluate filler --lengths 2k,8k --instances 20
             evaluate text-valid --lengths 2k,8k --instances 20 --haystack text --haystack-split valid ;;
         full)
-            evaluate filler --lengths 2k,8k --instances 100
+            evaluate filler-2k-8k --lengths 2k,8k --instances 100
             evaluate filler-32k --lengths 32k --instances 20
             evaluate filler-long --lengths 128k,1m --instances 10
             for split in valid test; do
-                evaluate "text-$split" --lengths 2k,8k --instances 100 --haystack text --haystack-split "$split"
+                evaluate "text-$split-2k-8k" --lengths 2k,8k --instances 100 --haystack text --haystack-split "$split"
                 evaluate "text-$split-32k" --lengths 32k --instances 20 --haystack text --haystack-split "$split"
             done
             evaluate text-train-long --lengths 128k,1m --instances 10 --haystack text --haystack-split train
