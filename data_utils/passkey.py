@@ -354,6 +354,10 @@ class PasskeyTaskConfig:
     the answer's loss keeps the key sentence's writes open. 0: none."""
     write_logit_floor: float = -12.0
     """The logit below which `write_logit_penalty` stops pushing (sigmoid(-12) = 6.1e-6)."""
+    write_logit_penalty_from: int = 0
+    """First step of `write_logit_penalty`: a gate pushed shut before the retrieval circuit has
+    formed gives the answer's loss no gradient to open it again on the key sentence, so the CPU
+    recipe's stage 1 starts it after its curriculum."""
     state_passing: float = 0.0
     """State passing (Buitrago Ruiz & Gu 2025): the probability that a lane's memory is carried,
     detached, into its next instance instead of starting empty. Each lane keeps its state from step to
@@ -362,6 +366,11 @@ class PasskeyTaskConfig:
     text): mean ``data.tgt_len * p / (1 - p)`` tokens. 0: every instance starts from an empty memory
     (the default). Needs model.memory infini and data.tgt_len a multiple of model.segment_len.
     Validation and evaluation always start from an empty memory."""
+    state_passing_from: int = 0
+    """First step at which a lane may carry its memory (state passing as post-training, as in Buitrago
+    Ruiz & Gu 2025): memories full of other instances' keys from the first step keep the retrieval
+    circuit from forming (measured: stage 1 with state passing from step 0 stayed at chance for 870
+    steps), so the CPU recipe's stage 1 starts it after its curriculum."""
     seed: int = 0
     """Seed of the instances and text offsets: lane g of step t draws from default_rng([seed, t, g])."""
     val_instances: int = 32
@@ -380,6 +389,8 @@ class PasskeyTaskConfig:
                                "write_penalty and write_logit_penalty must be >= 0")
         if not 0.0 <= self.state_passing <= 1.0:
             raise PasskeyError(f"passkey.state_passing must be in [0, 1], got {self.state_passing!r}")
+        if min(self.state_passing_from, self.write_logit_penalty_from) < 0:
+            raise PasskeyError("passkey.state_passing_from and write_logit_penalty_from must be >= 0")
         if self.min_len is not None and self.min_len <= 0:
             raise PasskeyError(f"passkey.min_len must be positive, got {self.min_len}")
 
@@ -440,7 +451,8 @@ class PasskeyBatches:
         """Whether global lane g keeps its memory from step - 1 into step (state passing), from its own
         generator, so that the lanes' instances are the same with and without state passing."""
         p = self.task.state_passing
-        return step > 0 and p > 0 and bool(np.random.default_rng([self.task.seed, step, g, 7]).random() < p)
+        return step > 0 and step >= self.task.state_passing_from and p > 0 and \
+            bool(np.random.default_rng([self.task.seed, step, g, 7]).random() < p)
 
     def age(self, step: int, g: int) -> int:
         """Tokens that global lane g's memory has streamed before step (the consecutive carries)."""

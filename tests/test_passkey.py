@@ -737,3 +737,28 @@ def test_state_passing_needs_the_compressive_memory_and_whole_segments(tmp_path,
     assert _main(_train_args(tmp_path / "r", *args)) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_state_passing_and_the_logit_prior_start_at_their_steps(tok, tmp_path):
+    """state_passing_from: no lane carries before it; write_logit_penalty_from: the prior is off (the
+    run equals the run without it) before it."""
+    from infiniattention.training.checkpoint import load
+
+    text = np.random.default_rng(0).integers(0, len(tok.vocab), 20000)
+    src = iter(PasskeyBatches(tok, text, PasskeyTaskConfig(min_len=300, seed=5, state_passing=0.9,
+                                                            state_passing_from=3), batch_size=16, tgt_len=384))
+    carry = [next(src).carry.any().item() for _ in range(6)]
+    assert carry == [False, False, False, True, True, True]
+
+    def bias(run: str, *sets: str) -> torch.Tensor:
+        args = ["--set", "model.write_gate=true", "--set", "train.max_steps=2", "--set", "optim.lr=0.01",
+                "--set", "optim.warmup_steps=0"]
+        for s in sets:
+            args += ["--set", s]
+        assert _main(_train_args(tmp_path / run, *args)) == 0
+        return load(tmp_path / run / "ckpt_00000002.pt")["model"]["blocks.0.attn.write_gate.bias"]
+
+    assert torch.equal(bias("late", "passkey.write_logit_penalty=50", "passkey.write_logit_penalty_from=2"),
+                       bias("none"))
+    with pytest.raises(PasskeyError, match="state_passing_from"):
+        PasskeyTaskConfig(state_passing_from=-1)

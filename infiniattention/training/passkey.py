@@ -115,7 +115,7 @@ class PasskeyTrainer(Trainer):
             return
         logits = logits.float()
         prior = self.task.write_penalty * torch.sigmoid(logits).mean()
-        if self.task.write_logit_penalty:
+        if self.task.write_logit_penalty and self.step >= self.task.write_logit_penalty_from:
             floor = self.task.write_logit_floor
             prior = prior + self.task.write_logit_penalty * (logits - floor).clamp_min(0.0).mean()
         self._priors.append(prior)
