@@ -745,8 +745,8 @@ def test_state_passing_and_the_logit_prior_start_at_their_steps(tok, tmp_path):
     from infiniattention.training.checkpoint import load
 
     text = np.random.default_rng(0).integers(0, len(tok.vocab), 20000)
-    src = iter(PasskeyBatches(tok, text, PasskeyTaskConfig(min_len=300, seed=5, state_passing=0.9,
-                                                            state_passing_from=3), batch_size=16, tgt_len=384))
+    task = PasskeyTaskConfig(min_len=300, seed=5, state_passing=0.9, state_passing_from=3)
+    src = iter(PasskeyBatches(tok, text, task, batch_size=16, tgt_len=384))
     carry = [next(src).carry.any().item() for _ in range(6)]
     assert carry == [False, False, False, True, True, True]
 
