@@ -104,7 +104,7 @@ while IFS=$'\t' read -r row seed extra; do
             evaluate filler-long --lengths 128k,1m --instances 10
             evaluate text-test-32k --lengths 32k --instances 20 --haystack text --haystack-split test
             if [ "${row%%+*}" = infini ]; then
-                probe probe-filler --lengths 2k,8k,32k,128k,1m --keys 4
+                probe probe-filler-1m --lengths 2k,8k,32k,128k,1m --keys 4
             fi
             evaluate filler-2k-8k --lengths 2k,8k --instances 100
             evaluate filler-32k --lengths 32k --instances 20
