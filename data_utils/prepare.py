@@ -61,14 +61,17 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
+from .startup import heavy_imports, interruption, stop_on_signals
 
-from . import download
-from .corpus import SPLITS
-from .datasets import DEFAULT_DATASETS, REGISTRY, DatasetSpec, Expected, Source
-from .fingerprint import PREPARED_FILES, changed, fingerprint, stat_signature
-from .locking import HolderLock, describe
-from .vocab import EOS, UNK, Vocab
+with heavy_imports():  # numpy: a missing requirement or a Ctrl-C meanwhile is one line
+    import numpy as np
+
+    from . import download
+    from .corpus import SPLITS
+    from .datasets import DEFAULT_DATASETS, REGISTRY, DatasetSpec, Expected, Source
+    from .fingerprint import PREPARED_FILES, changed, fingerprint, stat_signature
+    from .locking import HolderLock, describe
+    from .vocab import EOS, UNK, Vocab
 
 logger = logging.getLogger(__name__)
 
@@ -701,50 +704,58 @@ def build_parser(prog: str = "getdata.sh") -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "getdata.sh") -> int:
-    """CLI entry point (`getdata.sh`)."""
+    """CLI entry point (`getdata.sh`): one `error:` line for every mistake, failure or interruption."""
     logging.basicConfig(level=logging.INFO, format="[getdata] %(message)s")
     args = build_parser(prog).parse_args(argv)
-    names = args.datasets or list(DEFAULT_DATASETS)
     try:
-        if "text" in names:
-            if names != ["text"] or not args.name:
-                raise ValueError("usage: getdata.sh text --input FILE (or --train F --valid F --test F) "
-                                 "--name NAME [--protocol words] (text cannot be combined with others)")
-            prepare_text(
-                args.name,
-                args.data_dir,
-                input_path=args.input,
-                train=args.train,
-                valid=args.valid,
-                test=args.test,
-                fractions=_fractions(args.split),
-                protocol=args.protocol or "bytes",
-                min_count=args.min_count,
-                force=args.force,
-            )
-            return 0
-        if args.min_count is not None:
-            raise ValueError("--min-count applies to `text --protocol words` (a registry dataset's "
-                             "vocabulary is its protocol's)")
-        unknown = [n for n in names if n not in REGISTRY]
-        if unknown:
-            raise ValueError(f"unknown dataset(s) {', '.join(unknown)}; valid: {', '.join(REGISTRY)}, text")
-        for name in names:
-            prepare_dataset(
-                name,
-                args.data_dir,
-                protocol=args.protocol,
-                mirror=args.mirror,
-                force=args.force,
-                progress=not args.no_progress,
-            )
+        with stop_on_signals():
+            _prepare(args)
     except (ValueError, OSError) as err:
         logger.error("error: %s", err)
         return _exit_status(err)
-    except KeyboardInterrupt:  # e.g. while waiting for another preparation: a finished folder is intact
-        logger.error("error: interrupted (Ctrl-C); run the same command again to finish the preparation")
-        return 130
+    except KeyboardInterrupt as err:  # Ctrl-C, SIGTERM or SIGHUP: build folders go, finished ones stay
+        what, code = interruption(err)
+        logger.error("error: %s; nothing half-written was kept: run the same command again to finish the "
+                     "preparation", what)
+        return code
     return 0
+
+
+def _prepare(args: argparse.Namespace) -> None:
+    """What the command line asks for: the user's text, or registry datasets."""
+    names = args.datasets or list(DEFAULT_DATASETS)
+    if "text" in names:
+        if names != ["text"] or not args.name:
+            raise ValueError("usage: getdata.sh text --input FILE (or --train F --valid F --test F) "
+                             "--name NAME [--protocol words] (text cannot be combined with others)")
+        prepare_text(
+            args.name,
+            args.data_dir,
+            input_path=args.input,
+            train=args.train,
+            valid=args.valid,
+            test=args.test,
+            fractions=_fractions(args.split),
+            protocol=args.protocol or "bytes",
+            min_count=args.min_count,
+            force=args.force,
+        )
+        return
+    if args.min_count is not None:
+        raise ValueError("--min-count applies to `text --protocol words` (a registry dataset's "
+                         "vocabulary is its protocol's)")
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown:
+        raise ValueError(f"unknown dataset(s) {', '.join(unknown)}; valid: {', '.join(REGISTRY)}, text")
+    for name in names:
+        prepare_dataset(
+            name,
+            args.data_dir,
+            protocol=args.protocol,
+            mirror=args.mirror,
+            force=args.force,
+            progress=not args.no_progress,
+        )
 
 
 def _exit_status(err: Exception) -> int:
