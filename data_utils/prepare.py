@@ -49,6 +49,7 @@ import argparse
 import array
 import bisect
 import contextlib
+import errno
 import functools
 import glob
 import itertools
@@ -361,14 +362,34 @@ def prepare_words(
 # Writing and the "already prepared" check.
 
 
+def is_disk_full(err: BaseException) -> bool:
+    """No space left, a quota, or the file-size limit (RLIMIT_FSIZE)."""
+    return isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """A failed write names its file. numpy's own writer reports a full disk without an errno ("Not
+    enough free space to write N bytes after offset 128", "N requested and M written"): it is one."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno is None:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from err
+        if err.filename is None:
+            err.filename = str(path)
+        raise
+
+
 def _save_npy(path: Path, arr: np.ndarray) -> None:
-    with open(path, "wb") as f:
+    with _writing(path), open(path, "wb") as f:
         np.save(f, np.ascontiguousarray(arr))
 
 
 def _save_json(path: Path, obj: dict) -> None:
     part = path.with_name(path.name + ".part")
-    part.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    with _writing(part):
+        part.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(part, path)
 
 
@@ -615,8 +636,7 @@ def prepare_text(
         raise ValueError("give either --input FILE or all three of --train, --valid, --test")
     files = [Path(input_path)] if input_path is not None else [Path(p) for p in separate]
     for f in files:
-        if not f.is_file():
-            raise FileNotFoundError(f"{f} not found")
+        check_input_file(f)
     sources = {str(f): download.verify(f, Expected()) for f in files}
     out_dir = Path(data_dir) / name
     fractions = [float(x) for x in fractions]
@@ -653,6 +673,19 @@ def prepare_text(
                 f" ({meta['unk_tokens']} of them <unk>)" if "unk_tokens" in meta else "", meta["vocab_size"],
                 out_dir)
     return out_dir
+
+
+def check_input_file(path: Path) -> None:
+    """A user's text file must be a regular file with something in it (a device such as /dev/zero would
+    be read forever, an empty file gives empty splits)."""
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder: give a text file")
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found")
+    if not path.is_file():
+        raise ValueError(f"{path} is not a regular file (a device, pipe or socket): give a text file")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty: give a file with text in it")
 
 
 def _text_byte_parts(files: Sequence[Path], one_file: bool, fractions: Sequence[float]) -> list[np.ndarray]:
@@ -711,7 +744,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "getdata.sh") -> int:
         with stop_on_signals():
             _prepare(args)
     except (ValueError, OSError) as err:
-        logger.error("error: %s", err)
+        logger.error("error: %s", _describe(err, args.data_dir))
         return _exit_status(err)
     except KeyboardInterrupt as err:  # Ctrl-C, SIGTERM or SIGHUP: build folders go, finished ones stay
         what, code = interruption(err)
@@ -756,6 +789,15 @@ def _prepare(args: argparse.Namespace) -> None:
             force=args.force,
             progress=not args.no_progress,
         )
+
+
+def _describe(err: Exception, data_dir: str) -> str:
+    """The error line's text: a full disk (numpy's short writes carry no errno) in train.py's words."""
+    if isinstance(err, OSError) and is_disk_full(err):
+        why = "" if err.errno == errno.ENOSPC else f" ({os.strerror(err.errno)})"
+        return (f"no space left on device{why} while writing {err.filename or data_dir}: free some space and "
+                "run the same command again")
+    return str(err)
 
 
 def _exit_status(err: Exception) -> int:

@@ -94,3 +94,14 @@ def test_shapes_of_the_reference_configs():
         24, 1024, 3072, 0.15)
     wt = load_config(Path(CONFIGS[0]).with_name("wt103_base.yaml"))
     assert wt.model.adaptive and wt.model.cutoffs == [20000, 40000, 200000]
+
+
+def test_a_config_that_is_not_a_regular_file_is_named_so():
+    """`--config /dev/zero` used to say "not found" (and reading it would never end)."""
+    from infiniattention.commands.shipped import config_path
+
+    assert config_path("/dev/zero") == "/dev/zero"
+    with pytest.raises(ConfigError, match="config file /dev/zero is not a regular file"):
+        load_config("/dev/zero")
+    with pytest.raises(ConfigError, match="config file /no/such.yaml not found"):
+        load_config("/no/such.yaml")

@@ -413,8 +413,11 @@ def read_config_file(path: str | Path, extra_sections: tuple[str, ...] = ()) -> 
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"config file {path} is a folder: give a YAML file (e.g. configs/tiny.yaml)")
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"config file {path} not found")
+    if not path.is_file():  # /dev/zero would be read forever
+        raise ConfigError(f"config file {path} is not a regular file (a device, pipe or socket): give a YAML "
+                          "file (e.g. configs/tiny.yaml)")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
