@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from data_utils.corpus import DataError, load_vocab
+from data_utils.corpus import CorpusNotFoundError, DataError, load_vocab
 
 from ..config import ModelConfig
 from .errors import UserError
@@ -440,16 +440,33 @@ def load_training_config(path: str | Path | None, overrides: list[str] | None = 
     corpus that the data section names, set before the model section is validated. vocab_size always
     comes from the corpus, so a config needs no placeholder for its adaptive cutoffs to validate, and
     cutoffs that do not fit are one line naming the corpus's vocabulary size. When the corpus is not
-    prepared yet, the rest of the config is checked here and the trainer says how to prepare it."""
+    prepared yet, the rest of the config is checked first, then one line says how to prepare it
+    (`--protocol words` for a word-level model's own text); before any run folder is made."""
     d = apply_overrides(read_config_file(path) if path is not None else {}, overrides or [])
     _check_sections(d)
     data = _build_section("data", d.get("data") or {})
     folder = Path(data.data_dir) / data.dataset
+    model = d.get("model") or {}
     try:
-        size: int | None = len(load_vocab(folder))
-    except DataError:
-        size = None
-    return config_from_dict(d, (str(folder), size))
+        vocab = load_vocab(folder, words=word_level(model))
+    except CorpusNotFoundError:
+        config_from_dict(d, (str(folder), None))  # a mistake in the config is named first
+        raise
+    except DataError:  # a malformed corpus: the trainer names the file and how to re-make it
+        return config_from_dict(d, (str(folder), None))
+    if vocab.kind != "word" and config_from_dict(d, (str(folder), None)).model.adaptive:  # valid values first
+        raise ConfigError(
+            f"{folder} is a {vocab.kind}-level corpus ({len(vocab)} symbols) and model.adaptive is for word "
+            "vocabularies: train it with a byte-level config (e.g. --config tiny), or --set "
+            "model.adaptive=false"
+        )
+    return config_from_dict(d, (str(folder), len(vocab)))
+
+
+def word_level(model: dict[str, Any]) -> bool:
+    """Whether a config's model section is for words: adaptive softmax, or more symbols than bytes."""
+    size = model.get("vocab_size")
+    return model.get("adaptive") is True or (isinstance(size, int) and size > 256)
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:
