@@ -81,11 +81,13 @@ class OptimConfig:
     schedule: str = "cosine"
     """cosine: linear warm-up then cosine decay to `eta_min`; constant: warm-up then `lr`."""
     warmup_steps: int = 0
-    """Linear warm-up from 0 to `lr` over this many steps."""
+    """Linear warm-up from 0 to `lr` over this many steps (a run shorter than its warm-up, such as a
+    smoke test with a small `train.max_steps`, ends before `lr` is reached)."""
     decay_steps: int | None = None
-    """Step at which the cosine reaches `eta_min` (None: `train.max_steps`)."""
+    """Step at which the cosine reaches `eta_min` (None: `train.max_steps`); after it the rate stays at
+    `eta_min`. Must exceed `warmup_steps`."""
     eta_min: float = 0.0
-    """Final learning rate of the cosine schedule."""
+    """Final learning rate of the cosine schedule; at most `lr` (above it the cosine would climb)."""
     clip: float = 0.25
     """Clip the global gradient norm to this value (0: no clipping, the norm is still logged)."""
 
@@ -106,6 +108,22 @@ class OptimConfig:
             raise ConfigError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.decay_steps is not None:
             _positive_int("optim", "decay_steps", self.decay_steps)
+        self._check_schedule()
+
+    def _check_schedule(self) -> None:
+        """Relations between the schedule's values (`lr_at`): the cosine must descend from `lr` to
+        `eta_min`, and start after the warm-up ends."""
+        if self.schedule != "cosine":  # constant: eta_min and decay_steps are not used
+            return
+        if self.eta_min > self.lr:
+            raise ConfigError(f"optim.eta_min ({self.eta_min:g}) must not exceed optim.lr ({self.lr:g}): the "
+                              "cosine would climb from lr to eta_min; set eta_min <= lr")
+        if self.decay_steps is not None and self.warmup_steps >= self.decay_steps:
+            raise ConfigError(
+                f"optim.warmup_steps ({self.warmup_steps}) must be below optim.decay_steps "
+                f"({self.decay_steps}): the cosine would end before the warm-up does and the rate jump from "
+                "lr to eta_min; lower warmup_steps or raise decay_steps (unset: train.max_steps)"
+            )
 
 
 @dataclass
