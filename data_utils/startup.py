@@ -59,17 +59,23 @@ def _raise_stopped(signum: int, frame: object) -> None:
 
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[None]:
-    """Inside the block SIGTERM and SIGHUP raise `Stopped` (the handlers before it come back after it).
-    Outside the main thread, where Python cannot set handlers, nothing changes."""
+    """Inside the block SIGTERM and SIGHUP, where they would kill the process silently (their default
+    action), raise `Stopped` instead; an ignored one stays ignored (`nohup`), a handler of the caller's
+    stays. The handlers before the block come back after it. Outside the main thread, where Python
+    cannot set handlers, nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {s: signal.signal(s, _raise_stopped) for s in STOP_SIGNALS}
+    previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    for s, handler in previous.items():
+        if handler == signal.SIG_DFL:
+            signal.signal(s, _raise_stopped)
     try:
         yield
     finally:
         for s, handler in previous.items():
-            signal.signal(s, handler)
+            if handler == signal.SIG_DFL:
+                signal.signal(s, handler)
 
 
 def _say(line: str, code: int) -> None:

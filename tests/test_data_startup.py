@@ -108,6 +108,28 @@ def test_a_real_signal_while_torch_loads(signum, tmp_path):
               f"{what} while starting", "run the same command again")
 
 
+def test_a_signal_ignored_at_start_stays_ignored(tmp_path):
+    """Under nohup SIGHUP is ignored: the guard leaves it so, while SIGTERM still stops the start."""
+    marker = tmp_path / "importing"
+    env = _shim(tmp_path / "shim", "torch",
+                f"import pathlib, time\npathlib.Path({str(marker)!r}).touch()\ntime.sleep(60)\n")
+
+    def nohup() -> None:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    proc = subprocess.Popen([sys.executable, "eval.py", "--help"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=nohup)
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    assert proc.poll() is None  # still starting
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    _one_line(subprocess.CompletedProcess(proc.args, proc.returncode, out, err), 143, "stopped by SIGTERM")
+
+
 def test_another_import_error_keeps_its_traceback(tmp_path):
     """A bug in this code (an ImportError that no requirement raised) is not disguised as a setup problem."""
     try:
