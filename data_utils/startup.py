@@ -21,6 +21,7 @@ and says in one line that it stopped and that running it again is safe (`stop_on
 from __future__ import annotations
 
 import contextlib
+import importlib.machinery
 import importlib.util
 import os
 import signal
@@ -110,17 +111,26 @@ def requirement_problem(err: ImportError) -> str | None:
     import (seen in the traceback: a shim, a broken install, a missing dependency of its own); None
     when no requirement is at fault."""
     top = (err.name or "").partition(".")[0]
-    if isinstance(err, ModuleNotFoundError) and top in REQUIREMENTS and importlib.util.find_spec(top) is None:
-        missing = [name for name in REQUIREMENTS if importlib.util.find_spec(name) is None]
+    if isinstance(err, ModuleNotFoundError) and top in REQUIREMENTS and _spec(top) is None:
+        missing = [name for name in REQUIREMENTS if _spec(name) is None]
         return f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed"
     files = [frame.filename for frame in traceback.extract_tb(err.__traceback__)]
     for name in REQUIREMENTS:
-        spec = importlib.util.find_spec(name)
+        spec = _spec(name)
         places = list(spec.submodule_search_locations or []) if spec else []
         places += [spec.origin] if spec and spec.origin else []
         if any(f == p or f.startswith(os.path.join(p, "")) for f in files for p in places):
-            return f"{name} cannot be imported ({type(err).__name__}: {err})"
+            why = " ".join(str(err).split())  # numpy's own advice spans many lines
+            return f"{name} cannot be imported ({type(err).__name__}: {why[:300]})"
     return None
+
+
+def _spec(name: str) -> importlib.machinery.ModuleSpec | None:
+    """Where module `name` would be imported from; None when nowhere (or when it cannot be told)."""
+    try:
+        return importlib.util.find_spec(name)
+    except (ImportError, ValueError):  # a module in sys.modules without a spec, a broken parent
+        return None
 
 
 def setup_advice() -> str:
