@@ -4,8 +4,13 @@ The program is infiniattention/commands/eval.py (installed as `infini-eval`); th
 `python eval.py` and `torchrun ... eval.py` working from a checkout.
 """
 
-from infiniattention.commands.eval import build_parser, main, run  # noqa: F401 (importable here)
-from infiniattention.training.cli import exit_with
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also under python -I or -P (no script folder)
+
+from infiniattention.commands.eval import build_parser, main, run  # noqa: E402,F401 (importable here)
+from infiniattention.training.cli import exit_with  # noqa: E402
 
 if __name__ == "__main__":
     exit_with(main())

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Download, verify and prepare corpora into data/<name>/ (see README.md, "Data"):
+# Download, verify and prepare corpora into data/<name>/ (every flag and protocol: docs/data.md):
 #   bash getdata.sh                      # enwik8 text8 wikitext-2 wikitext-103
 #   bash getdata.sh enwik8-sample        # the bundled 1 MB excerpt, no network
 #   bash getdata.sh enwik8 --protocol bytes --mirror /shared/archives

@@ -4,8 +4,13 @@ The program is infiniattention/commands/train.py (installed as `infini-train`); 
 `python train.py` and `torchrun ... train.py` working from a checkout.
 """
 
-from infiniattention.commands.train import build_parser, main, resume_command  # noqa: F401 (importable here)
-from infiniattention.training.cli import exit_with
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also under python -I or -P (no script folder)
+
+from infiniattention.commands.train import build_parser, main, resume_command  # noqa: E402,F401 (importable here)
+from infiniattention.training.cli import exit_with  # noqa: E402
 
 if __name__ == "__main__":
     exit_with(main())

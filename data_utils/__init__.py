@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING
 
-from .corpus import Corpus, get_corpus
-from .vocab import Vocab
-
 if TYPE_CHECKING:
+    from .corpus import Corpus, get_corpus
     from .iterators import LMOrderedIterator
+    from .vocab import Vocab
 
 __all__ = ["Corpus", "LMOrderedIterator", "Vocab", "get_corpus"]
 
+# Imported on first use: a program's first import (data_utils.startup) must not load numpy or torch
+# before its guard is in place, and getdata.sh never needs the torch that the iterator imports.
+_LAZY = {"Corpus": ".corpus", "get_corpus": ".corpus", "LMOrderedIterator": ".iterators", "Vocab": ".vocab"}
+
 
 def __getattr__(name: str):
-    # The iterator needs torch; importing it lazily keeps `getdata.sh` free of the torch import.
-    if name == "LMOrderedIterator":
-        from .iterators import LMOrderedIterator
-
-        return LMOrderedIterator
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

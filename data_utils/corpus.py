@@ -39,7 +39,7 @@ class Corpus:
         self.path = Path(path)
         self.name = self.path.name
         meta_path = self.path / "meta.json"
-        hint = _prepare_hint(self.name, self.path.parent)
+        hint = prepare_command(self.name, self.path.parent)
         self.prepare_command = hint  # what prepares this corpus again, for messages
         _require_finished(self.path, hint)
         self.meta: dict = _read_json(meta_path, hint)
@@ -89,11 +89,12 @@ def get_corpus(data_dir: str | os.PathLike, dataset: str) -> Corpus:
     return Corpus(Path(data_dir) / dataset)
 
 
-def load_vocab(path: str | os.PathLike) -> Vocab:
+def load_vocab(path: str | os.PathLike, words: bool = False) -> Vocab:
     """The vocabulary of the prepared corpus in folder `path`, without opening its splits (the trainer
-    sizes the model from it before it opens the corpus); the same errors as `Corpus`."""
+    sizes the model from it before it opens the corpus); the same errors as `Corpus`. `words`: the
+    corpus is meant to be word level, so a user's text is prepared with `--protocol words`."""
     path = Path(path)
-    hint = _prepare_hint(path.name, path.parent)
+    hint = prepare_command(path.name, path.parent, words)
     _require_finished(path, hint)
     return _read_vocab(path, hint)
 
@@ -151,10 +152,13 @@ def _load_ids(path: Path, vocab_size: int, hint: str) -> np.ndarray:
     return ids
 
 
-def _prepare_hint(name: str, data_dir: Path) -> str:
+def prepare_command(name: str, data_dir: Path, words: bool = False) -> str:
+    """The getdata.sh command that prepares corpus `name` under `data_dir`: a registry dataset by its
+    name (its protocol is the default), anything else as a user's text, `--protocol words` when `words`."""
     from .datasets import REGISTRY
 
     where = "" if data_dir == Path("data") else f" --data-dir {data_dir}"
     if name in REGISTRY:
         return f"bash getdata.sh {name}{where}"
-    return f"bash getdata.sh text --input FILE --name {name}{where}"
+    protocol = " --protocol words" if words else ""
+    return f"bash getdata.sh text --input FILE --name {name}{protocol}{where}"

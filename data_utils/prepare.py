@@ -49,6 +49,7 @@ import argparse
 import array
 import bisect
 import contextlib
+import errno
 import functools
 import glob
 import itertools
@@ -61,14 +62,17 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
+from .startup import heavy_imports, interruption, stop_on_signals
 
-from . import download
-from .corpus import SPLITS
-from .datasets import DEFAULT_DATASETS, REGISTRY, DatasetSpec, Expected, Source
-from .fingerprint import PREPARED_FILES, changed, fingerprint, stat_signature
-from .locking import HolderLock, describe
-from .vocab import EOS, UNK, Vocab
+with heavy_imports():  # numpy: a missing requirement or a Ctrl-C meanwhile is one line
+    import numpy as np
+
+    from . import download
+    from .corpus import SPLITS
+    from .datasets import DEFAULT_DATASETS, REGISTRY, DatasetSpec, Expected, Source
+    from .fingerprint import PREPARED_FILES, changed, fingerprint, stat_signature
+    from .locking import HolderLock, describe
+    from .vocab import EOS, UNK, Vocab
 
 logger = logging.getLogger(__name__)
 
@@ -358,14 +362,34 @@ def prepare_words(
 # Writing and the "already prepared" check.
 
 
+def is_disk_full(err: BaseException) -> bool:
+    """No space left, a quota, or the file-size limit (RLIMIT_FSIZE)."""
+    return isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """A failed write names its file. numpy's own writer reports a full disk without an errno ("Not
+    enough free space to write N bytes after offset 128", "N requested and M written"): it is one."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno is None:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from err
+        if err.filename is None:
+            err.filename = str(path)
+        raise
+
+
 def _save_npy(path: Path, arr: np.ndarray) -> None:
-    with open(path, "wb") as f:
+    with _writing(path), open(path, "wb") as f:
         np.save(f, np.ascontiguousarray(arr))
 
 
 def _save_json(path: Path, obj: dict) -> None:
     part = path.with_name(path.name + ".part")
-    part.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    with _writing(part):
+        part.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(part, path)
 
 
@@ -612,8 +636,7 @@ def prepare_text(
         raise ValueError("give either --input FILE or all three of --train, --valid, --test")
     files = [Path(input_path)] if input_path is not None else [Path(p) for p in separate]
     for f in files:
-        if not f.is_file():
-            raise FileNotFoundError(f"{f} not found")
+        check_input_file(f)
     sources = {str(f): download.verify(f, Expected()) for f in files}
     out_dir = Path(data_dir) / name
     fractions = [float(x) for x in fractions]
@@ -650,6 +673,19 @@ def prepare_text(
                 f" ({meta['unk_tokens']} of them <unk>)" if "unk_tokens" in meta else "", meta["vocab_size"],
                 out_dir)
     return out_dir
+
+
+def check_input_file(path: Path) -> None:
+    """A user's text file must be a regular file with something in it (a device such as /dev/zero would
+    be read forever, an empty file gives empty splits)."""
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder: give a text file")
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found")
+    if not path.is_file():
+        raise ValueError(f"{path} is not a regular file (a device, pipe or socket): give a text file")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty: give a file with text in it")
 
 
 def _text_byte_parts(files: Sequence[Path], one_file: bool, fractions: Sequence[float]) -> list[np.ndarray]:
@@ -701,50 +737,67 @@ def build_parser(prog: str = "getdata.sh") -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "getdata.sh") -> int:
-    """CLI entry point (`getdata.sh`)."""
+    """CLI entry point (`getdata.sh`): one `error:` line for every mistake, failure or interruption."""
     logging.basicConfig(level=logging.INFO, format="[getdata] %(message)s")
     args = build_parser(prog).parse_args(argv)
-    names = args.datasets or list(DEFAULT_DATASETS)
     try:
-        if "text" in names:
-            if names != ["text"] or not args.name:
-                raise ValueError("usage: getdata.sh text --input FILE (or --train F --valid F --test F) "
-                                 "--name NAME [--protocol words] (text cannot be combined with others)")
-            prepare_text(
-                args.name,
-                args.data_dir,
-                input_path=args.input,
-                train=args.train,
-                valid=args.valid,
-                test=args.test,
-                fractions=_fractions(args.split),
-                protocol=args.protocol or "bytes",
-                min_count=args.min_count,
-                force=args.force,
-            )
-            return 0
-        if args.min_count is not None:
-            raise ValueError("--min-count applies to `text --protocol words` (a registry dataset's "
-                             "vocabulary is its protocol's)")
-        unknown = [n for n in names if n not in REGISTRY]
-        if unknown:
-            raise ValueError(f"unknown dataset(s) {', '.join(unknown)}; valid: {', '.join(REGISTRY)}, text")
-        for name in names:
-            prepare_dataset(
-                name,
-                args.data_dir,
-                protocol=args.protocol,
-                mirror=args.mirror,
-                force=args.force,
-                progress=not args.no_progress,
-            )
+        with stop_on_signals():
+            _prepare(args)
     except (ValueError, OSError) as err:
-        logger.error("error: %s", err)
+        logger.error("error: %s", _describe(err, args.data_dir))
         return _exit_status(err)
-    except KeyboardInterrupt:  # e.g. while waiting for another preparation: a finished folder is intact
-        logger.error("error: interrupted (Ctrl-C); run the same command again to finish the preparation")
-        return 130
+    except KeyboardInterrupt as err:  # Ctrl-C, SIGTERM or SIGHUP: build folders go, finished ones stay
+        what, code = interruption(err)
+        logger.error("error: %s; nothing half-written was kept: run the same command again to finish the "
+                     "preparation", what)
+        return code
     return 0
+
+
+def _prepare(args: argparse.Namespace) -> None:
+    """What the command line asks for: the user's text, or registry datasets."""
+    names = args.datasets or list(DEFAULT_DATASETS)
+    if "text" in names:
+        if names != ["text"] or not args.name:
+            raise ValueError("usage: getdata.sh text --input FILE (or --train F --valid F --test F) "
+                             "--name NAME [--protocol words] (text cannot be combined with others)")
+        prepare_text(
+            args.name,
+            args.data_dir,
+            input_path=args.input,
+            train=args.train,
+            valid=args.valid,
+            test=args.test,
+            fractions=_fractions(args.split),
+            protocol=args.protocol or "bytes",
+            min_count=args.min_count,
+            force=args.force,
+        )
+        return
+    if args.min_count is not None:
+        raise ValueError("--min-count applies to `text --protocol words` (a registry dataset's "
+                         "vocabulary is its protocol's)")
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown:
+        raise ValueError(f"unknown dataset(s) {', '.join(unknown)}; valid: {', '.join(REGISTRY)}, text")
+    for name in names:
+        prepare_dataset(
+            name,
+            args.data_dir,
+            protocol=args.protocol,
+            mirror=args.mirror,
+            force=args.force,
+            progress=not args.no_progress,
+        )
+
+
+def _describe(err: Exception, data_dir: str) -> str:
+    """The error line's text: a full disk (numpy's short writes carry no errno) in train.py's words."""
+    if isinstance(err, OSError) and is_disk_full(err):
+        why = "" if err.errno == errno.ENOSPC else f" ({os.strerror(err.errno)})"
+        return (f"no space left on device{why} while writing {err.filename or data_dir}: free some space and "
+                "run the same command again")
+    return str(err)
 
 
 def _exit_status(err: Exception) -> int:

@@ -43,10 +43,11 @@ class ModelConfig:
     update: str = "delta"
     """Memory write rule: delta (eq. 9) or linear (eq. 8). Infini mode only."""
     normalizer: str = "sum"
-    """Memory normaliser z: sum (eq. 8, the paper), corrected (ARMT: z grows by gamma phi(K),
-    gamma = clip(1 - z phi(K) / |phi(K)|^2, 0, 1), detached; needs update delta) or none (DeltaNet:
-    no z, the read is phi(Q) M and the delta rule writes token by token, computed per segment in the
-    chunkwise WY form; needs update delta and key_norm l2). Infini mode only."""
+    """Memory normaliser z: sum (eq. 8, the paper), corrected (ARMT: z grows by gamma beta phi(K),
+    beta the write gate's strength (1 without it), gamma = clip(1 - z phi(K) / |phi(K)|^2, 0, 1) from z
+    before the segment, detached; reads are floored at |phi(Q)|^2; needs update delta) or none
+    (DeltaNet: no z, the read is phi(Q) M and the delta rule writes token by token, computed per
+    segment in the chunkwise WY form; needs update delta and key_norm l2). Infini mode only."""
     feature: str = "elu"
     """Feature map of the memory's queries and keys: elu (the paper's ELU + 1) or dpfp (Schlag et al.
     2021, nu = 3: 6 x d_head features, so M has 6 x d_head rows). Infini mode only."""

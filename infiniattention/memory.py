@@ -42,9 +42,11 @@ class MemoryOptions:
     ``s(x) = ELU(x) + 1``; ``dpfp`` is the deterministic parameter-free projection of Schlag, Irie &
     Schmidhuber (2021) with ``nu = 3``, ``2 * nu * d_head`` non-negative, mostly sparse features.
     ``key_norm``: ``l2`` divides every feature vector by its L2 norm (queries and keys alike).
-    ``normalizer``: ``sum`` is eq. 8's ``z = sum_t phi(K_t)``; ``corrected`` is ARMT's (Rodkin et al.
-    2024): ``z`` grows by ``gamma_t phi(K_t)`` with ``gamma_t = clip(1 - z phi(K_t) / |phi(K_t)|^2, 0,
-    1)`` (not back-propagated), so it stops growing along directions it has already counted.
+    ``normalizer``: ``sum`` is eq. 8's ``z = sum_t beta_t phi(K_t)``; ``corrected`` is ARMT's (Rodkin et
+    al. 2024): ``z`` grows by ``gamma_t beta_t phi(K_t)`` with ``gamma_t = clip(1 - z phi(K_t) /
+    |phi(K_t)|^2, 0, 1)`` from ``z`` before the segment (not back-propagated), so it stops growing along
+    directions it has already counted; reads are floored at ``|phi(Q)|^2`` (``normaliser``); it needs
+    the delta rule. ``beta_t`` is the write gate's strength, 1 without it.
     ``none`` is DeltaNet's memory (Schlag et al. 2021; Yang et al. 2024): no ``z``; the read is
     ``A_mem = phi(Q) M_{s-1}`` and the write is the delta rule token by token,
     ``M_t = M_{t-1} + beta_t phi(k_t)^T (v_t - phi(k_t) M_{t-1})`` with L2-normalised ``phi(k_t)``

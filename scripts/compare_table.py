@@ -25,10 +25,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+from data_utils.startup import heavy_imports  # noqa: E402
 
-from infiniattention.config import memory_settings  # noqa: E402
-from infiniattention.training.evaluate import load_for_inference  # noqa: E402
+with heavy_imports():  # torch: a missing requirement or a Ctrl-C meanwhile is one line
+    import torch
+
+    from infiniattention.config import memory_settings
+    from infiniattention.training.evaluate import load_for_inference
 
 # Words of a passkey row that set the training recipe rather than the memory (scripts/passkey_cpu.sh;
 # docs/passkey.md): sp, state passing (each lane keeps its memory into its next instance with

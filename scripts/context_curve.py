@@ -23,13 +23,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from infiniattention.training.checkpoint import CheckpointError  # noqa: E402
-from infiniattention.training.cli import RERUN, check_out_dir, cli_entry, exit_with  # noqa: E402
-from infiniattention.training.distributed import select_device  # noqa: E402
-from infiniattention.training.errors import UserError  # noqa: E402
-from infiniattention.training.evaluate import evaluate, load_for_inference, load_stream  # noqa: E402
-from infiniattention.training.metrics import quality  # noqa: E402
-from infiniattention.training.plots import pyplot, write_report  # noqa: E402
+from data_utils.startup import heavy_imports  # noqa: E402
+
+with heavy_imports():  # torch: a missing requirement or a Ctrl-C meanwhile is one line
+    from infiniattention.training.checkpoint import CheckpointError
+    from infiniattention.training.cli import RERUN, check_out_dir, cli_entry, exit_with
+    from infiniattention.training.distributed import select_device
+    from infiniattention.training.errors import UserError
+    from infiniattention.training.evaluate import evaluate, load_for_inference, load_stream
+    from infiniattention.training.metrics import quality
+    from infiniattention.training.plots import pyplot, write_report
 
 
 def build_parser() -> argparse.ArgumentParser:

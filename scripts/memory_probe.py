@@ -30,36 +30,39 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
-from data_utils.corpus import get_corpus  # noqa: E402
-from data_utils.passkey import (  # noqa: E402
-    N_DIGITS,
-    Haystack,
-    PasskeyError,
-    PasskeyInstance,
-    PasskeyTokens,
-    make_instance,
-    parse_depth,
-    parse_length,
-)
-from infiniattention.model import InfiniTransformerLM, ModelState  # noqa: E402
-from infiniattention.training import results  # noqa: E402
-from infiniattention.training.cli import (  # noqa: E402
-    RERUN,
-    ArgumentParser,
-    check_out_dir,
-    check_results_file,
-    cli_entry,
-    exit_with,
-)
-from infiniattention.training.distributed import select_device  # noqa: E402
-from infiniattention.training.errors import UserError  # noqa: E402
-from infiniattention.training.evaluate import load_for_inference  # noqa: E402
-from infiniattention.training.plots import pyplot, write_report  # noqa: E402
+from data_utils.startup import heavy_imports  # noqa: E402
+
+with heavy_imports():  # torch: a missing requirement or a Ctrl-C meanwhile is one line
+    import numpy as np
+    import torch
+
+    from data_utils.corpus import get_corpus
+    from data_utils.passkey import (
+        N_DIGITS,
+        Haystack,
+        PasskeyError,
+        PasskeyInstance,
+        PasskeyTokens,
+        make_instance,
+        parse_depth,
+        parse_length,
+    )
+    from infiniattention.model import InfiniTransformerLM, ModelState
+    from infiniattention.training import results
+    from infiniattention.training.cli import (
+        RERUN,
+        ArgumentParser,
+        check_out_dir,
+        check_results_file,
+        cli_entry,
+        exit_with,
+    )
+    from infiniattention.training.distributed import select_device
+    from infiniattention.training.errors import UserError
+    from infiniattention.training.evaluate import load_for_inference
+    from infiniattention.training.plots import pyplot, write_report
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,7 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from infiniattention.training.plots import pyplot  # noqa: E402
+from data_utils.startup import heavy_imports  # noqa: E402
+
+with heavy_imports():  # torch: a missing requirement or a Ctrl-C meanwhile is one line
+    from infiniattention.training.plots import pyplot
+
 
 # Haystack -> the evaluations (sub-folders of eval/) that make its table, shortest lengths first.
 HAYSTACKS = {

@@ -18,9 +18,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from infiniattention.training.checkpoint import CheckpointError  # noqa: E402
-from infiniattention.training.evaluate import load_for_inference  # noqa: E402
-from infiniattention.training.plots import PLOTS_HINT, pyplot  # noqa: E402
+from data_utils.startup import heavy_imports  # noqa: E402
+
+with heavy_imports():  # torch: a missing requirement or a Ctrl-C meanwhile is one line
+    from infiniattention.training.checkpoint import CheckpointError
+    from infiniattention.training.evaluate import load_for_inference
+    from infiniattention.training.plots import PLOTS_HINT, pyplot
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -164,7 +164,7 @@ def test_ctrl_c_advice_fits_the_program(capsys):
 def test_ctrl_c_in_eval_and_generate_does_not_speak_of_resuming(module, monkeypatch, capsys):
     from infiniattention.training.cli import INTERRUPTED
 
-    def interrupted():
+    def interrupted(prog=None):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(module, "build_parser", interrupted)

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -209,6 +210,28 @@ def test_a_prepare_waits_for_the_holder_of_the_dataset_lock(tmp_path):
     finally:
         lock.release()
     assert proc.wait(timeout=120) == 0
+    assert Corpus(data / "enwik8-sample").meta["tokens"]["train"] == 889_779
+
+
+def test_sigterm_to_getdata_says_it_stopped_and_a_rerun_finishes(tmp_path):
+    """SIGTERM while getdata.sh waits for another preparation: one line, exit 143; the same command run
+    again afterwards prepares the dataset."""
+    data = tmp_path / "data"
+    data.mkdir()
+    lock = HolderLock(data / ".enwik8-sample.lock")
+    assert lock.try_acquire()
+    cmd = ["bash", str(REPO / "getdata.sh"), "enwik8-sample", "--data-dir", str(data), "--no-progress"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "PY": sys.executable})
+    try:
+        assert "being prepared by PID" in proc.stderr.readline()
+        proc.send_signal(signal.SIGTERM)
+        err = proc.stderr.read()
+        assert proc.wait(timeout=60) == 143
+    finally:
+        lock.release()
+    assert err == ("[getdata] error: stopped by SIGTERM; nothing half-written was kept: run the same command "
+                   "again to finish the preparation\n")
+    assert subprocess.run(cmd, capture_output=True, env={**os.environ, "PY": sys.executable}).returncode == 0
     assert Corpus(data / "enwik8-sample").meta["tokens"]["train"] == 889_779
 
 

@@ -94,3 +94,31 @@ def test_shapes_of_the_reference_configs():
         24, 1024, 3072, 0.15)
     wt = load_config(Path(CONFIGS[0]).with_name("wt103_base.yaml"))
     assert wt.model.adaptive and wt.model.cutoffs == [20000, 40000, 200000]
+
+
+def test_a_config_that_is_not_a_regular_file_is_named_so():
+    """`--config /dev/zero` used to say "not found" (and reading it would never end)."""
+    from infiniattention.commands.shipped import config_path
+
+    assert config_path("/dev/zero") == "/dev/zero"
+    with pytest.raises(ConfigError, match="config file /dev/zero is not a regular file"):
+        load_config("/dev/zero")
+    with pytest.raises(ConfigError, match="config file /no/such.yaml not found"):
+        load_config("/no/such.yaml")
+
+
+TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
+
+
+def test_schedule_relations_are_refused_at_config_time():
+    """eta_min above lr made the cosine climb (`--set optim.eta_min=1e9`: the rate went to 9e8 and the loss
+    to NaN); a decay that ends before the warm-up made the rate jump. A run shorter than its warm-up (a
+    smoke test of a big config) and a constant schedule, which uses neither value, stay allowed."""
+    with pytest.raises(ConfigError, match=r"optim.eta_min \(1e\+09\) must not exceed optim.lr \(0.005\)"):
+        load_config(TINY, ["optim.eta_min=1e9"])
+    with pytest.raises(ConfigError, match=r"warmup_steps \(50\) must be below optim.decay_steps \(50\)"):
+        load_config(TINY, ["optim.decay_steps=50"])
+    assert load_config(TINY, ["optim.eta_min=5e-3"]).optim.eta_min == 5e-3  # = lr: flat
+    assert load_config(TINY, ["train.max_steps=10"]).optim.warmup_steps == 50
+    constant = load_config(None, ["optim.schedule=constant", "optim.eta_min=1", "optim.lr=0.1"])
+    assert constant.optim.eta_min == 1

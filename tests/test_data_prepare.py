@@ -11,9 +11,11 @@ import hashlib
 import json
 import logging
 import os
+import resource
 import shutil
 import socket
 import subprocess
+import sys
 import zipfile
 from collections import Counter
 from dataclasses import replace
@@ -310,6 +312,43 @@ def test_getdata_sh_prepares_the_bundled_sample_offline(tmp_path):
     assert corpus.meta["sources"]["enwik6"]["sha256"].startswith("369b6889")
     second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert second.returncode == 0 and "already prepared" in second.stderr
+
+
+def test_text_that_is_empty_a_device_or_a_folder_is_named_so(tmp_path, caplog):
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    for source, words in ((str(empty), "is empty"), ("/dev/zero", "is not a regular file"),
+                          (str(tmp_path), "is a folder")):
+        caplog.clear()
+        assert main(["text", "--input", source, "--name", "t", "--data-dir", str(tmp_path / "data")]) == 2
+        assert f"error: {source} {words}" in caplog.text, caplog.text
+    assert not (tmp_path / "data" / "t").exists()
+
+
+def test_a_full_disk_names_the_file_in_train_py_words(tmp_path):
+    """A real failed write (RLIMIT_FSIZE: numpy's writer then reports a short write, with no errno) is one
+    line that says "no space left" and names the file; nothing half-prepared is left."""
+    data = tmp_path / "data"
+    cmd = [sys.executable, "-m", "data_utils.prepare", "text", "--input", str(ENWIK5), "--name", "t",
+           "--data-dir", str(data)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000)))
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "error: no space left on device while writing " in proc.stderr and "train.npy" in proc.stderr
+    assert "free some space and run the same command again" in proc.stderr
+    assert not (data / "t").exists() and not list(data.glob(".t.build-*"))
+
+
+def test_numpy_out_of_space_message_becomes_no_space_left(tmp_path, monkeypatch, caplog):
+    """numpy's own words on a full disk ("Not enough free space to write N bytes after offset 128")."""
+    def full(file, arr):
+        raise OSError("Not enough free space to write 90000 bytes after offset 128")
+
+    monkeypatch.setattr(np, "save", full)
+    assert main(["text", "--input", str(ENWIK5), "--name", "t", "--data-dir", str(tmp_path)]) == 1
+    assert "error: no space left on device while writing " in caplog.text and "train.npy" in caplog.text
+    assert "Not enough free space" not in caplog.text
 
 
 def test_unknown_dataset_is_a_clear_error(tmp_path, caplog):

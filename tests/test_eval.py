@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from test_train_utils import REPO, run_train, subprocess_env
@@ -99,3 +102,36 @@ def test_a_checkpoint_with_memory_options_needs_no_flag_repeated(tmp_path, capsy
         "infini+gate+corrected+dpfp+l2"
     assert json.loads((tmp_path / "probe" / "memory_probe.json").read_text())["memory"] == \
         "infini+gate+corrected+dpfp+l2"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_eval_stopped_by_a_signal_says_so_in_one_line(ckpt, monkeypatch, capsys, signum):
+    """A real SIGTERM (or SIGHUP) to the process while it evaluates: one line, 143 (129), and the handler
+    before the evaluation is back afterwards."""
+    import eval as eval_cli
+    from infiniattention.commands import eval as eval_cmd
+
+    def evaluate(*args, **kwargs):
+        os.kill(os.getpid(), signum)
+        time.sleep(5)  # the handler raises first
+        raise AssertionError("the signal did not stop the evaluation")
+
+    before = signal.getsignal(signum)
+    monkeypatch.setattr(eval_cmd, "evaluate", evaluate)
+    assert eval_cli.main(["--checkpoint", str(ckpt), "--split", "valid"]) == 128 + signum
+    assert capsys.readouterr().err == (f"error: stopped by {signum.name}; nothing was left half-written: run "
+                                       "the same command again\n")
+    assert signal.getsignal(signum) is before
+
+
+def test_generate_stopped_by_sigterm_says_so_in_one_line(ckpt):
+    proc = subprocess.Popen(
+        [sys.executable, "scripts/generate.py", "--checkpoint", str(ckpt), "--max-new-tokens", "10000000"],
+        cwd=REPO, env={**subprocess_env(), "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )
+    assert proc.stdout.read(5)  # it is generating
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert err == "error: stopped by SIGTERM; nothing was left half-written: run the same command again\n"

@@ -3,6 +3,7 @@ text encoder behind --text (data_utils/textfile.py)."""
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -120,6 +121,120 @@ def test_bad_text_is_a_one_line_error(ckpts, tmp_path, capsys, content, message)
     code, _ = run_eval("--checkpoint", str(ckpts["infini"]), "--text", str(path))
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def _whole_file_encode(raw: bytes, vocab: Vocab, protocol: str | None) -> tuple[list[int], int, int, int]:
+    """The encoder as it was before it streamed (the whole file at once): (ids, symbols, unknown,
+    dropped), the reference the chunked one must equal."""
+    import io
+
+    if vocab.kind == "word":
+        text = raw.decode("utf-8")
+        ids, symbols, unknown = [], 0, 0
+        eos, unk = vocab.index.get("<eos>"), vocab.unk_id
+        for line in io.StringIO(text, newline=None):
+            words = line.split()
+            symbols += len(words) + (eos is not None)
+            for w in words:
+                i = vocab.index.get(w)
+                if i is None:
+                    unknown += 1
+                    i = unk
+                if i is not None:
+                    ids.append(i)
+            if eos is not None:
+                ids.append(eos)
+        return ids, symbols, unknown, 0
+    data = np.frombuffer(raw, dtype=np.uint8)
+    if vocab.kind == "byte" and protocol == "txl":
+        data = data[data != 10]
+    elif vocab.kind == "char" and protocol == "txl":
+        data = np.frombuffer(raw.strip(b" \t\n\r\x0b\x0c"), dtype=np.uint8)
+    table = {(s if vocab.kind == "byte" else ord(s)): i for i, s in enumerate(vocab.symbols)}
+    ids = [table[b] for b in data.tolist() if b in table]
+    return ids, len(data), len(data) - len(ids), len(raw) - len(data)
+
+
+def _random_text(rng: np.random.Generator, words: list[str]) -> bytes:
+    """Words, several kinds of whitespace and line ends (\\r\\n, \\r, unicode ones), blank and
+    space-only lines, multi-byte characters, with or without a newline at the end."""
+    pieces = []
+    for _ in range(rng.integers(0, 60)):
+        kind = rng.random()
+        if kind < 0.6:
+            pieces.append(str(rng.choice(words)))
+        else:
+            pieces.append(str(rng.choice([" ", "  ", "\t", "\n", "\r\n", "\r", "\n\n", " \n ", "\u2028",
+                                          "\x85", "\x1c", "\x0b"])))
+    return "".join(pieces).encode("utf-8")
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 2, 3, 7, 64, 1 << 20])
+def test_streamed_encoding_equals_the_whole_file_encoding(chunk_bytes):
+    """Any chunk size gives the ids, counts and errors of the encoder that read the whole file, for every
+    vocabulary kind and protocol (words and characters cut by a chunk's end included)."""
+    rng = np.random.default_rng(chunk_bytes)
+    words = ["the", "cat", "sat", "<unk>", "naïve", "日本", "x", "unseen", "ends\u00e9", "a-b"]
+    vocabs = [(Vocab("word", ["<eos>", "the", "cat", "<unk>", "naïve", "日本", "a-b"]), None),
+              (Vocab("word", ["<eos>", "the", "cat"]), None), (Vocab("word", ["the", "sat"]), None),
+              (Vocab("byte", range(256)), "bytes"), (Vocab("byte", sorted(set(b"the cat\xc3"))), "txl"),
+              (Vocab("char", [" ", "t", "h", "e", "\t", "\n"]), "txl"),
+              (Vocab("char", [" ", "a", "t", "\r"]), "chars")]
+    for _ in range(40):
+        raw = _random_text(rng, words) or b"x"
+        for vocab, protocol in vocabs:
+            want_ids, symbols, unknown, dropped = _whole_file_encode(raw, vocab, protocol)
+            if not symbols or not want_ids:
+                continue  # refused either way (tested below)
+            enc = encode_file(io.BytesIO(raw), vocab, protocol, chunk_bytes=chunk_bytes)
+            assert enc.ids.tolist() == want_ids, (raw, vocab, protocol)
+            assert (enc.symbols, enc.unknown, enc.dropped) == (symbols, unknown, dropped), (raw, vocab)
+            assert enc.ids.dtype == vocab.dtype()
+    bad = "naïve 日本\n".encode() * 3 + b"\xff" + b" tail\n"
+    word = vocabs[0][0]
+    with pytest.raises(ValueError, match=rf"not UTF-8 text \(byte {len(bad) - 7}\)"):
+        encode_file(io.BytesIO(bad), word, None, chunk_bytes=chunk_bytes)
+    cut = "naïve".encode()[:3]  # a character cut at the end of the file
+    with pytest.raises(ValueError, match=r"not UTF-8 text \(byte 2\)"):
+        encode_file(io.BytesIO(cut), word, None, chunk_bytes=chunk_bytes)
+
+
+@pytest.mark.parametrize("kind", ["byte", "word"])
+def test_text_is_encoded_in_memory_near_the_size_of_its_ids(kind, tmp_path):
+    """A 6 MB file: the encoder's peak allocation is the ids it returns (one byte per byte of a byte-level
+    file) plus a constant; the whole-file encoder peaked at ~16x the file."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    if kind == "byte":
+        vocab, protocol = Vocab("byte", range(256)), "bytes"
+        raw = rng.integers(32, 127, size=6_000_000, dtype=np.uint8).tobytes()
+    else:
+        names = np.array([f"w{i}" for i in range(1000)])
+        vocab, protocol = Vocab("word", ["<eos>", "<unk>", *names[:900].tolist()]), None
+        lines = names[rng.integers(0, len(names), size=(120_000, 12))].tolist()
+        raw = "\n".join(map(" ".join, lines)).encode()
+    path = tmp_path / "big.txt"
+    path.write_bytes(raw)
+    del raw
+    tracemalloc.start()
+    try:
+        with open(path, "rb") as f:
+            enc = encode_file(f, vocab, protocol, size_hint=path.stat().st_size)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    size = path.stat().st_size
+    assert enc.ids.nbytes <= size
+    # the ids, plus the temporaries of one 1 MiB chunk: constant, whatever the file's size (the whole-file
+    # encoder's 16x would be ~96 MB here)
+    assert peak < enc.ids.nbytes + 16 * 2**20, (peak / 2**20, enc.ids.nbytes / 2**20)
+
+
+def test_text_that_is_a_device_is_refused(ckpts, capsys):
+    code, _ = run_eval("--checkpoint", str(ckpts["infini"]), "--text", "/dev/zero")
+    err = capsys.readouterr().err
+    assert code == 2 and err == "error: --text /dev/zero is a device, not a text file\n"
 
 
 def test_text_and_split_exclude_each_other(ckpts, tmp_path, capsys):

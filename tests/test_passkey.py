@@ -572,9 +572,9 @@ def test_train_fine_tunes_from_a_checkpoint(tmp_path):
     assert _main(_train_args(tmp_path / "src", "--set", "train.max_steps=2")) == 0
     src = ckpt_io.load(tmp_path / "src" / "ckpt_00000002.pt")["model"]
     # lr must be > 0 (config validation): at 1e-9 Adam moves a weight by at most ~2e-9 in 2 steps,
-    # while a fresh initialisation would differ by orders of magnitude more.
+    # while a fresh initialisation would differ by orders of magnitude more. eta_min may not exceed lr.
     assert _main(_train_args(tmp_path / "ft", "--set", "train.max_steps=2", "--set", "optim.lr=1e-9",
-                             "--set", "optim.weight_decay=0", "--init",
+                             "--set", "optim.eta_min=0", "--set", "optim.weight_decay=0", "--init",
                              str(tmp_path / "src" / "ckpt_00000002.pt"))) == 0
     ft = ckpt_io.load(tmp_path / "ft" / "ckpt_00000002.pt")
     assert ft["step"] == 2

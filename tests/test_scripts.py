@@ -91,6 +91,54 @@ def test_py_chooses_the_interpreter_of_every_script(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+FAKE_PIP_PYTHON = """#!/bin/bash
+# .venv/bin/python of a checkout without torch: pip is a stand-in that logs its arguments (and writes the
+# --report pip would, naming a local wheel); the first check, `import torch`, fails; the rest is python.
+if [ "$1" = -m ] && [ "$2" = pip ]; then
+    shift 2
+    echo "$*" >> "$PIP_LOG"
+    if [ "$1 $2" = "install --help" ]; then echo "  --report <file>"; exit 0; fi
+    prev=
+    for arg in "$@"; do
+        if [ "$prev" = --report ]; then
+            echo '{"install": [{"metadata": {"name": "torch", "version": "2.13.0+cpu"},
+                "download_info": {"url": "file:///opt/wheels/torch-2.13.0%2Bcpu-cp311.whl"}}]}' > "$arg"
+        fi
+        prev=$arg
+    done
+    exit 0
+fi
+if [ "$1" = - ] && [ ! -e "$PIP_LOG.checked" ]; then touch "$PIP_LOG.checked"; exit 1; fi
+exec REAL_PYTHON "$@"
+"""
+
+
+def test_setup_env_without_the_pytorch_index_is_quiet_and_says_where_torch_came_from(tmp_path):
+    """PyTorch's index unreachable: one line says so, pip's own sources are used (no --index-url), pip
+    runs with -qq (its retry warnings used to fill pages), and one line names the wheel torch came from."""
+    tree = tmp_path / "tree"
+    shutil.copytree(REPO / "scripts", tree / "scripts")
+    for name in ("requirements.txt", "requirements-dev.txt"):
+        shutil.copy2(REPO / name, tree / name)
+    (tree / ".venv").mkdir()
+    _bin(tree / ".venv" / "bin", python=FAKE_PIP_PYTHON.replace("REAL_PYTHON", sys.executable))
+    log = tmp_path / "pip.log"
+    env = {**os.environ, "PIP_LOG": str(log), "TORCH_INDEX_URL": "http://127.0.0.1:9/whl/cpu"}
+    proc = subprocess.run(["bash", "scripts/setup_env.sh"], cwd=tree, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("[setup] http://127.0.0.1:9/whl/cpu cannot be reached: installing "
+                               "torch==2.13.0 from pip's own sources instead"), lines
+    assert lines[1] == "[setup] torch 2.13.0+cpu came from file:///opt/wheels/torch-2.13.0+cpu-cp311.whl"
+    assert lines[2].startswith("[setup] .venv has torch") and not proc.stderr
+    assert lines[3].startswith("[setup] to use it: source .venv/bin/activate") and len(lines) == 4
+    installs = [line for line in log.read_text().splitlines()
+                if line.startswith("install") and "--help" not in line]
+    assert len(installs) == 2 and all("-qq" in line for line in installs), installs
+    assert "torch==2.13.0" in installs[0] and "--index-url" not in installs[0]
+
+
 @pytest.mark.parametrize("script", ["run_multinode.sh", "slurm_train.sh"])
 def test_multinode_examples_have_lanes_that_divide_the_processes(script):
     """The examples in the scripts' headers (2 nodes x 8 GPUs = 16 processes) pass the lane rule."""

@@ -120,3 +120,37 @@ def test_text_equal_to_a_split_scores_the_same_with_unknown_words(word_run, tmp_
     assert by_text["loss"] == by_split["loss"] and by_text["ppl"] == by_split["ppl"]
     assert by_text["unknown"] == unknown and by_text["unknown_as"] == "<unk>"
     assert f"{unknown} unknown word(s) read as <unk>" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("config, hint", [
+    ("wt2_tiny", "`bash getdata.sh text --input FILE --name mytext --protocol words"),
+    ("tiny", "`bash getdata.sh text --input FILE --name mytext --data-dir"),
+])
+def test_a_missing_corpus_gets_the_getdata_command_of_its_level(config, hint, tmp_path, capsys):
+    """A word-level config (adaptive softmax) names `--protocol words`; a byte-level one does not; and the
+    line comes before any run folder is made."""
+    import train
+
+    argv = ["--config", config, "--run-dir", str(tmp_path / "run"), "--set", "data.dataset=mytext",
+            "--set", f"data.data_dir={tmp_path / 'data'}"]
+    assert train.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / 'data' / 'mytext'} not found: run ") and hint in err, err
+    assert (config == "tiny") == ("--protocol" not in err)
+    assert not (tmp_path / "run").exists()
+    assert train.main([*argv, "--set", "model.n_layer=0"]) == 2  # a mistake in the config is named first
+    assert "model.n_layer must be a positive integer" in capsys.readouterr().err
+
+
+def test_a_word_config_on_a_byte_corpus_says_to_use_a_byte_config(tmp_path, capsys):
+    """README's "byte level" walk with wt2_tiny.yaml used to end in "model.cutoffs do not fit"."""
+    from test_train_utils import prepared_data_dir
+
+    import train
+
+    argv = ["--config", "wt2_tiny", "--run-dir", str(tmp_path / "run"), "--set", "data.dataset=enwik8-sample",
+            "--set", f"data.data_dir={prepared_data_dir()}"]
+    assert train.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "enwik8-sample is a byte-level corpus (194 symbols) and model.adaptive is for word" in err, err
+    assert "--config tiny" in err

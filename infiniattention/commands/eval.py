@@ -27,22 +27,31 @@ import argparse
 import json
 import time
 
-from infiniattention.training.cli import (
-    RERUN,
-    ArgumentParser,
-    check_eval_args,
-    check_lanes,
-    cli_entry,
-    exit_with,
-)
-from infiniattention.training.distributed import DistEnv, setup, teardown
-from infiniattention.training.errors import DiskFullError, UserError
-from infiniattention.training.evaluate import evaluate, load_for_inference, load_stream, precision_autocast
-from infiniattention.training.metrics import quality
+from data_utils.startup import heavy_imports
+
+with heavy_imports():  # torch: a missing requirement or a Ctrl-C meanwhile is one line
+    from infiniattention.training.cli import (
+        RERUN,
+        ArgumentParser,
+        check_eval_args,
+        check_lanes,
+        cli_entry,
+        exit_with,
+    )
+    from infiniattention.training.distributed import DistEnv, setup, teardown
+    from infiniattention.training.errors import DiskFullError, UserError
+    from infiniattention.training.evaluate import (
+        evaluate,
+        load_for_inference,
+        load_stream,
+        precision_autocast,
+    )
+    from infiniattention.training.metrics import quality
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The flags; `prog` names the program in the usage line (default: the name it was started by)."""
+    p = ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True,
                    help="a checkpoint file (e.g. runs/tiny/best.pt); required")
     p.add_argument("--split", choices=("train", "valid", "test"), help="a prepared split (default: test)")
@@ -76,8 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 @cli_entry(on_interrupt=RERUN)
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    args = build_parser(prog).parse_args(argv)
     check_eval_args(args)  # before any work: a bad value or a missing --out folder costs nothing
     env = setup(args.device)  # joins the process group under torchrun
     try:
@@ -153,3 +162,7 @@ def write_result(path: str, result: dict) -> None:
 def console() -> None:
     """The installed `infini-eval` command."""
     exit_with(main())
+
+
+if __name__ == "__main__":
+    exit_with(main(prog="python -m infiniattention.commands.eval"))

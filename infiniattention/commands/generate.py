@@ -14,21 +14,25 @@ import argparse
 import sys
 import time
 
-import torch
+from data_utils.startup import heavy_imports
 
-from data_utils.vocab import UNK, TextStream, Vocab
-from infiniattention.generation import generate_stream
-from infiniattention.training.cli import RERUN, ArgumentParser, check_sampling_args, cli_entry, exit_with
-from infiniattention.training.distributed import select_device
-from infiniattention.training.errors import UserError
-from infiniattention.training.evaluate import load_for_inference
+with heavy_imports():  # torch: a missing requirement or a Ctrl-C meanwhile is one line
+    import torch
+
+    from data_utils.vocab import UNK, TextStream, Vocab
+    from infiniattention.generation import generate_stream
+    from infiniattention.training.cli import RERUN, ArgumentParser, check_sampling_args, cli_entry, exit_with
+    from infiniattention.training.distributed import select_device
+    from infiniattention.training.errors import UserError
+    from infiniattention.training.evaluate import load_for_inference
 
 FLUSH_SECONDS = 0.5  # a pipe sees the text at least this often
 SHOWN_UNKNOWN = 10  # unknown prompt symbols named on stderr; the rest are counted
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The flags; `prog` names the program in the usage line (default: the name it was started by)."""
+    p = ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="a checkpoint file (e.g. runs/tiny/best.pt); required")
     p.add_argument("--prompt", default="",
                    help="text to continue (default: empty, start from the most frequent symbol)")
@@ -65,8 +69,8 @@ def prompt_ids(vocab: Vocab, prompt: str) -> list[int]:
 
 
 @cli_entry(on_interrupt=RERUN)
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    args = build_parser(prog).parse_args(argv)
     check_sampling_args(args.max_new_tokens, args.temperature, args.top_k, args.top_p)
     device = select_device(args.device, 0)
     model, vocab, _, _ = load_for_inference(args.checkpoint, device)
@@ -92,9 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def console() -> None:
+def console(prog: str | None = None) -> None:
     """The installed `infini-generate` command; `generate.py | head` ends quietly."""
     try:
-        exit_with(main())
+        exit_with(main(prog=prog))
     except BrokenPipeError:  # the reader has what it wanted
         exit_with(0)
+
+
+if __name__ == "__main__":
+    console(prog="python -m infiniattention.commands.generate")

@@ -26,39 +26,50 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-import yaml
+from data_utils.startup import heavy_imports
 
-from data_utils.corpus import get_corpus
-from data_utils.passkey import Haystack, PasskeyError, PasskeyTokens, make_instance, parse_depth, parse_length
-from infiniattention.commands.shipped import config_path
-from infiniattention.training import results
-from infiniattention.training.cli import (
-    ArgumentParser,
-    check_out_dir,
-    check_results_file,
-    cli_entry,
-    exit_with,
-)
-from infiniattention.training.config import (
-    apply_overrides,
-    config_from_dict,
-    parse_override,
-    read_config_file,
-    write_text_atomic,
-)
-from infiniattention.training.distributed import select_device, teardown
-from infiniattention.training.errors import DiskFullError, UserError
-from infiniattention.training.evaluate import load_for_inference, precision_autocast
-from infiniattention.training.passkey import PasskeyTrainer, retrieve, task_config_from_dict
-from infiniattention.training.plots import pyplot
+with heavy_imports():  # torch: a missing requirement or a Ctrl-C meanwhile is one line
+    import numpy as np
+    import torch
+    import yaml
+
+    from data_utils.corpus import get_corpus
+    from data_utils.passkey import (
+        Haystack,
+        PasskeyError,
+        PasskeyTokens,
+        make_instance,
+        parse_depth,
+        parse_length,
+    )
+    from infiniattention.commands.shipped import config_path
+    from infiniattention.training import results
+    from infiniattention.training.cli import (
+        ArgumentParser,
+        check_out_dir,
+        check_results_file,
+        cli_entry,
+        exit_with,
+    )
+    from infiniattention.training.config import (
+        apply_overrides,
+        config_from_dict,
+        parse_override,
+        read_config_file,
+        write_text_atomic,
+    )
+    from infiniattention.training.distributed import select_device, teardown
+    from infiniattention.training.errors import DiskFullError, UserError
+    from infiniattention.training.evaluate import load_for_inference, precision_autocast
+    from infiniattention.training.passkey import PasskeyTrainer, retrieve, task_config_from_dict
+    from infiniattention.training.plots import pyplot
 
 PROG = "scripts/passkey.py"  # how the resume command names this program (`infini-passkey` when installed)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The flags; `prog` names the program in the usage line (default: the name it was started by)."""
+    p = ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
     t = sub.add_parser("train", help="train or fine-tune on passkey instances mixed with text")
     t.add_argument("--config", required=True, help="YAML config: train.py's sections plus 'passkey', or the "
@@ -371,7 +382,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 @cli_entry
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     try:
         if args.command == "train":
             return cmd_train(args, argv, prog)
@@ -385,3 +396,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
 def console() -> None:
     """The installed `infini-passkey` command."""
     exit_with(main(prog="infini-passkey"))
+
+
+if __name__ == "__main__":
+    exit_with(main(prog="python -m infiniattention.commands.passkey"))

@@ -27,7 +27,7 @@ def shipped_configs() -> list[str]:
 def config_path(arg: str) -> str:
     """`--config` as given when it is a file, else the shipped config of that name (`tiny`, `tiny.yaml`,
     `configs/tiny.yaml` from any folder); a one-line error listing the shipped names when neither exists."""
-    if Path(arg).is_file() or Path(arg).is_dir():  # a folder: the config loader says what it is
+    if Path(arg).exists():  # a folder or a device: the config loader says what it is
         return arg
     name = Path(arg).name
     shipped = configs_dir() / (name if name.endswith(".yaml") else name + ".yaml")

@@ -17,17 +17,21 @@ import shlex
 import sys
 from pathlib import Path
 
-from infiniattention.commands.shipped import config_path
-from infiniattention.training.cli import ArgumentParser, cli_entry, exit_with
-from infiniattention.training.config import load_training_config
-from infiniattention.training.distributed import teardown
-from infiniattention.training.trainer import Trainer
+from data_utils.startup import heavy_imports
+
+with heavy_imports():  # torch: a missing requirement or a Ctrl-C meanwhile is one line
+    from infiniattention.commands.shipped import config_path
+    from infiniattention.training.cli import ArgumentParser, cli_entry, exit_with
+    from infiniattention.training.config import load_training_config
+    from infiniattention.training.distributed import teardown
+    from infiniattention.training.trainer import Trainer
 
 PROG = "train.py"  # how the resume command names this program (`infini-train` when installed)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The flags; `prog` names the program in the usage line (default: the name it was started by)."""
+    p = ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="YAML config (sections model, data, optim, train, eval), or the name of "
                    "a shipped one (tiny, enwik8_base, ...); default: none, every value from --set and the "
                    "dataclass defaults")
@@ -50,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resume_command(argv: list[str], prog: str = PROG) -> str:
     """The command that continues this run (`--resume auto` is the default, so it is the same one);
-    `prog`: `train.py` (run with python) or an installed command such as `infini-train`.
+    `prog`: `train.py` (run with python), an installed command such as `infini-train`, or
+    `python -m infiniattention.commands.train`.
     `--overwrite` and `--allow-data-change` are dropped: each applies to the start it was given to."""
     kept, skip = [], False
     for arg in argv:
@@ -68,7 +73,10 @@ def resume_command(argv: list[str], prog: str = PROG) -> str:
     launcher = "python" if script else ""
     if world > 1:  # the same torchrun launch (add your --nnodes / rendezvous options on several nodes)
         launcher = f"torchrun --nproc_per_node {os.environ.get('LOCAL_WORLD_SIZE', world)}"
-        launcher += "" if script else " --no-python"
+        if prog.startswith("python -m "):
+            prog = prog.removeprefix("python ")  # torchrun -m MODULE
+        elif not script:
+            launcher += " --no-python"
     return " ".join(filter(None, [launcher, prog, *map(shlex.quote, kept)]))
 
 
@@ -76,7 +84,7 @@ def resume_command(argv: list[str], prog: str = PROG) -> str:
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     """The command line; user errors are one `error:` line and exit status 2 (1 for a failed run)."""
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     try:
         cfg = load_training_config(config_path(args.config) if args.config else None, args.set)
         run_dir = Path(args.run_dir or Path("runs") / (Path(args.config).stem if args.config else "default"))
@@ -92,3 +100,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
 def console() -> None:
     """The installed `infini-train` command."""
     exit_with(main(prog="infini-train"))
+
+
+if __name__ == "__main__":
+    exit_with(main(prog="python -m infiniattention.commands.train"))

@@ -2,13 +2,15 @@
 
 A mistake the user can fix (a `UserError`: bad config, bad argument, missing or corrupt file, no GPU)
 prints one line `error: ...` on stderr and exits with its `exit_code` (2 for bad input, 1 for a run that
-failed, e.g. a full disk). Ctrl-C exits with 130 and one line. Anything else is a bug in this code and
-keeps its traceback.
+failed, e.g. a full disk). Ctrl-C exits with 130 and one line; a program that only reads (eval.py,
+generate.py) stops the same way on SIGTERM (143) and SIGHUP (129). Anything else is a bug in this code
+and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import logging
 import math
@@ -19,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from data_utils.corpus import DataError
+from data_utils.startup import interruption, stop_on_signals
 
 from .errors import DiskFullError, UserError
 
@@ -67,18 +70,23 @@ RERUN = "nothing was left half-written: run the same command again"
 def cli_entry(main: Callable[..., int] | None = None, *, on_interrupt: str = RESUME) -> Callable[..., int]:
     """Wrap a script's `main(argv)`: user errors and interrupts become one line and an exit status.
     `on_interrupt` is the advice after Ctrl-C: RESUME for a training, RERUN for a program that only
-    reads (an evaluation starts again from the beginning). `@cli_entry` or `@cli_entry(on_interrupt=...)`."""
+    reads (an evaluation starts again from the beginning), which also stops this way on SIGTERM and
+    SIGHUP (a training's own handlers save a checkpoint first). `@cli_entry` or
+    `@cli_entry(on_interrupt=...)`."""
     if main is None:
         return functools.partial(cli_entry, on_interrupt=on_interrupt)
 
     @functools.wraps(main)
     def wrapped(*args, **kwargs) -> int:
+        signals = stop_on_signals() if on_interrupt == RERUN else contextlib.nullcontext()
         try:
-            return main(*args, **kwargs)
+            with signals:
+                return main(*args, **kwargs)
         except (UserError, DataError) as err:
             return _fail(str(err), getattr(err, "exit_code", 2))
-        except KeyboardInterrupt:
-            return _fail(f"interrupted (Ctrl-C); {on_interrupt}", INTERRUPTED)
+        except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM/SIGHUP (data_utils.startup.Stopped)
+            what, code = interruption(err)
+            return _fail(f"{what}; {on_interrupt}", code)
         except OSError as err:
             if not is_disk_full(err):
                 raise

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from data_utils.corpus import DataError, load_vocab
+from data_utils.corpus import CorpusNotFoundError, DataError, load_vocab
 
 from ..config import ModelConfig
 from .errors import UserError
@@ -81,11 +81,13 @@ class OptimConfig:
     schedule: str = "cosine"
     """cosine: linear warm-up then cosine decay to `eta_min`; constant: warm-up then `lr`."""
     warmup_steps: int = 0
-    """Linear warm-up from 0 to `lr` over this many steps."""
+    """Linear warm-up from 0 to `lr` over this many steps (a run shorter than its warm-up, such as a
+    smoke test with a small `train.max_steps`, ends before `lr` is reached)."""
     decay_steps: int | None = None
-    """Step at which the cosine reaches `eta_min` (None: `train.max_steps`)."""
+    """Step at which the cosine reaches `eta_min` (None: `train.max_steps`); after it the rate stays at
+    `eta_min`. Must exceed `warmup_steps`."""
     eta_min: float = 0.0
-    """Final learning rate of the cosine schedule."""
+    """Final learning rate of the cosine schedule; at most `lr` (above it the cosine would climb)."""
     clip: float = 0.25
     """Clip the global gradient norm to this value (0: no clipping, the norm is still logged)."""
 
@@ -106,6 +108,22 @@ class OptimConfig:
             raise ConfigError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.decay_steps is not None:
             _positive_int("optim", "decay_steps", self.decay_steps)
+        self._check_schedule()
+
+    def _check_schedule(self) -> None:
+        """Relations between the schedule's values (`lr_at`): the cosine must descend from `lr` to
+        `eta_min`, and start after the warm-up ends."""
+        if self.schedule != "cosine":  # constant: eta_min and decay_steps are not used
+            return
+        if self.eta_min > self.lr:
+            raise ConfigError(f"optim.eta_min ({self.eta_min:g}) must not exceed optim.lr ({self.lr:g}): the "
+                              "cosine would climb from lr to eta_min; set eta_min <= lr")
+        if self.decay_steps is not None and self.warmup_steps >= self.decay_steps:
+            raise ConfigError(
+                f"optim.warmup_steps ({self.warmup_steps}) must be below optim.decay_steps "
+                f"({self.decay_steps}): the cosine would end before the warm-up does and the rate jump from "
+                "lr to eta_min; lower warmup_steps or raise decay_steps (unset: train.max_steps)"
+            )
 
 
 @dataclass
@@ -413,8 +431,11 @@ def read_config_file(path: str | Path, extra_sections: tuple[str, ...] = ()) -> 
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"config file {path} is a folder: give a YAML file (e.g. configs/tiny.yaml)")
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"config file {path} not found")
+    if not path.is_file():  # /dev/zero would be read forever
+        raise ConfigError(f"config file {path} is not a regular file (a device, pipe or socket): give a YAML "
+                          "file (e.g. configs/tiny.yaml)")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
@@ -437,16 +458,33 @@ def load_training_config(path: str | Path | None, overrides: list[str] | None = 
     corpus that the data section names, set before the model section is validated. vocab_size always
     comes from the corpus, so a config needs no placeholder for its adaptive cutoffs to validate, and
     cutoffs that do not fit are one line naming the corpus's vocabulary size. When the corpus is not
-    prepared yet, the rest of the config is checked here and the trainer says how to prepare it."""
+    prepared yet, the rest of the config is checked first, then one line says how to prepare it
+    (`--protocol words` for a word-level model's own text); before any run folder is made."""
     d = apply_overrides(read_config_file(path) if path is not None else {}, overrides or [])
     _check_sections(d)
     data = _build_section("data", d.get("data") or {})
     folder = Path(data.data_dir) / data.dataset
+    model = d.get("model") or {}
     try:
-        size: int | None = len(load_vocab(folder))
-    except DataError:
-        size = None
-    return config_from_dict(d, (str(folder), size))
+        vocab = load_vocab(folder, words=word_level(model))
+    except CorpusNotFoundError:
+        config_from_dict(d, (str(folder), None))  # a mistake in the config is named first
+        raise
+    except DataError:  # a malformed corpus: the trainer names the file and how to re-make it
+        return config_from_dict(d, (str(folder), None))
+    if vocab.kind != "word" and config_from_dict(d, (str(folder), None)).model.adaptive:  # valid values first
+        raise ConfigError(
+            f"{folder} is a {vocab.kind}-level corpus ({len(vocab)} symbols) and model.adaptive is for word "
+            "vocabularies: train it with a byte-level config (e.g. --config tiny), or --set "
+            "model.adaptive=false"
+        )
+    return config_from_dict(d, (str(folder), len(vocab)))
+
+
+def word_level(model: dict[str, Any]) -> bool:
+    """Whether a config's model section is for words: adaptive softmax, or more symbols than bytes."""
+    size = model.get("vocab_size")
+    return model.get("adaptive") is True or (isinstance(size, int) and size > 256)
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import stat
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -139,12 +142,12 @@ def evaluate(
     total = lane_sums.sum(dim=0)
     by_seg = seg_sums.sum(dim=0)  # [n_index, 2]
     tokens = int(total[1].item())
-    counts = by_seg[:, 1].tolist()
+    seen = by_seg[:, 1] > 0  # a capped stream (max_tokens) reaches few of a long file's segments
+    counts = by_seg[seen, 1]
     return EvalResult(
         nll=total[0].item() / max(tokens, 1), tokens=tokens, batch_size=batch_size, tgt_len=tgt_len,
-        reset_every=reset_every,
-        segment_nll=[s / c for s, c in zip(by_seg[:, 0].tolist(), counts, strict=True) if c > 0],
-        segment_tokens=[int(c) for c in counts if c > 0],
+        reset_every=reset_every, segment_nll=(by_seg[seen, 0] / counts).tolist(),
+        segment_tokens=counts.long().tolist(),
     )
 
 
@@ -245,7 +248,6 @@ def load_stream(
         return corpus.split(split), f"{corpus.name} {split}", extra
     if split is not None:
         raise ValueError("--text and --split exclude each other: score a file or a prepared split")
-    raw = _read_text(text)
     name = "stdin" if text == "-" else text
     # The protocol of the training corpus when it is at hand (with the same vocabulary), else what
     # the vocabulary implies.
@@ -256,7 +258,12 @@ def load_stream(
             protocol = corpus.meta.get("protocol", protocol)
     except (FileNotFoundError, ValueError, DataError):
         pass
-    enc = encode_file(raw, vocab, protocol, name)
+    with _open_text(text) as (source, size):
+        try:
+            enc = encode_file(source, vocab, protocol, name, size_hint=size)
+        except OSError as err:  # a read that fails half-way (an I/O error, a pipe gone)
+            what = "--text -: standard input" if text == "-" else f"--text {text}"
+            raise ValueError(f"{what} cannot be read ({err.strerror or err})") from err
     if len(enc.ids) < 2:
         raise ValueError(f"{name} has {len(enc.ids)} known symbol(s): at least 2 are needed (one input, "
                          "one target)")
@@ -280,23 +287,27 @@ def _split_changed(ckpt: dict[str, Any], corpus: Corpus, split: str, checkpoint:
             f"({short(recorded[name])} then, {short(now[name])} now)")
 
 
-def _read_text(text: str) -> bytes:
-    """The bytes of file `text` (`-`: standard input); ValueError (one line) when they cannot be read."""
+@contextlib.contextmanager
+def _open_text(text: str) -> Iterator[tuple[BinaryIO, int | None]]:
+    """File `text` (`-`: standard input) opened for reading in binary, and its size when known; a
+    ValueError (one line) when it cannot be opened. The text is then read in chunks, never whole."""
     if text == "-":
         stream = sys.stdin
         if stream is None or stream.closed:
             raise ValueError("--text -: standard input is closed: pipe a file in (... | eval.py --text -) or "
                              "give --text FILE")
-        try:
-            return stream.buffer.read()
-        except (OSError, ValueError) as err:
-            raise ValueError(f"--text -: standard input cannot be read ({err})") from err
+        yield stream.buffer, None
+        return
     if Path(text).is_dir():
         raise ValueError(f"--text {text} is a folder: give a text file")
     try:
-        with open(text, "rb") as f:
-            return f.read()
+        f = open(text, "rb")
     except FileNotFoundError as err:
         raise ValueError(f"--text {text} not found") from err
     except OSError as err:
         raise ValueError(f"--text {text} cannot be read: {err.strerror}") from err
+    with f:
+        info = os.fstat(f.fileno())
+        if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode):  # /dev/zero would never end
+            raise ValueError(f"--text {text} is a device, not a text file")
+        yield f, info.st_size if stat.S_ISREG(info.st_mode) else None  # a pipe has no size
