@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from infiniattention.config import memory_settings  # noqa: E402
+from infiniattention.training.checkpoint import CheckpointError  # noqa: E402
 from infiniattention.training.evaluate import load_for_inference  # noqa: E402
 
 
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             p.error("the output folder of compare_memory.sh is required")
         names = [r.strip() for r in args.rows.split(",") if r.strip()]
         text, rows = table(Path(args.out), names, args.command)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1 if isinstance(err, FileNotFoundError) else 2
     print(text, end="")
