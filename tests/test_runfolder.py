@@ -177,3 +177,48 @@ def test_names_stay_importable_from_the_trainer():
     assert trainer.read_metrics is read_metrics and trainer.truncate_metrics is truncate_metrics
     assert trainer.Trainer is Trainer and trainer.TrainingError is TrainingError
     assert callable(Trainer.save_checkpoint)
+
+
+# ------------------------------------------------------------------------------------------------
+# A best.pt newer than the resume point (kill -9 between writing best.pt and the checkpoint).
+
+BEST_RUN = {"train.max_steps": 4, "train.eval_interval": 2, "train.ckpt_interval": 3, "train.keep_last": 3}
+
+
+@pytest.fixture(scope="module")
+def killed_after_best(tmp_path_factory):
+    """A run as a kill -9 right after best.pt of step 4 leaves it: the newest checkpoint is step 3."""
+    from test_train_utils import run_train
+
+    run = tmp_path_factory.mktemp("best") / "run"
+    assert run_train(run, **BEST_RUN) == 0
+    assert ckpt_io.read_header(run / ckpt_io.BEST)["step"] == 4
+    (run / "ckpt_00000004.pt").unlink()
+    return run
+
+
+def test_a_newer_best_pt_is_kept_when_the_resumed_run_writes_it_again(killed_after_best, tmp_path):
+    """An exact resume replays the validation of step 4 and rewrites best.pt: nothing is set aside."""
+    from test_train_utils import run_train
+
+    run = tmp_path / "run"
+    shutil.copytree(killed_after_best, run)
+    before = torch.load(run / ckpt_io.BEST, weights_only=True)["model"]
+    assert run_train(run, **BEST_RUN) == 0
+    assert not list(run.glob("previous-*"))
+    after = torch.load(run / ckpt_io.BEST, weights_only=True)["model"]
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_a_newer_best_pt_is_moved_aside_when_the_resumed_run_passes_its_step(killed_after_best, tmp_path):
+    """A continuation that stops before step 4 (here: max_steps 3) must not report best.pt of step 4,
+    a history it did not follow, as its test result; the file is moved aside, not deleted."""
+    from test_train_utils import run_train, train_records
+
+    run = tmp_path / "run"
+    shutil.copytree(killed_after_best, run)
+    assert run_train(run, **{**BEST_RUN, "train.max_steps": 3}) == 0
+    test = train_records(run, "test")[-1]
+    assert test["step"] == 3 and test["weights"] == "final" and "best_step" not in test
+    assert [ckpt_io.read_header(p)["step"] for p in run.glob("previous-*/best.pt")] == [4]
+    assert "moved best.pt of step 4 into" in (run / "train.log").read_text()

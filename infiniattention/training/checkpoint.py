@@ -205,11 +205,19 @@ def save_atomic(obj: dict[str, Any], path: Path) -> None:
 
 def read_run_id(path: Path) -> str | None:
     """The run id stored in a checkpoint (None when unreadable or absent); tensors are not read."""
+    return read_header(path).get("run_id")
+
+
+def read_header(path: Path) -> dict[str, Any]:
+    """The run id and step stored in a checkpoint ({} when unreadable); tensors are not read (mmap), and
+    nothing is verified: enough to sort files into runs, not to use them."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # an unreadable file belongs to no run
-        return None
-    return ckpt.get("run_id") if isinstance(ckpt, dict) else None
+        return {}
+    return {k: ckpt.get(k) for k in ("run_id", "step")} if isinstance(ckpt, dict) else {}
 
 
 def rotate(run_dir: Path, keep_last: int, run_id: str | None = None, newest: int | None = None) -> list[Path]:

@@ -48,6 +48,7 @@ class RunFolder:
         self.log = log
         self.lock: HolderLock | None = None
         self.last_good: Path | None = None  # the newest checkpoint known finite and complete
+        self.stale_best: int | None = None  # step of a best.pt newer than the resume point (`settle_best`)
 
     # --------------------------------------------------------------------------------------------
     # The lock.
@@ -140,7 +141,9 @@ class RunFolder:
 
     def set_aside(self, run_id: str | None, step: int, keep: Path | None = None) -> None:
         """Move aside the folder's checkpoints (and best.pt) that do not belong to the history being
-        continued: another run id, or a later step than the one resumed from."""
+        continued: another run id, or a later step than the one resumed from. A best.pt of this run at a
+        later step (a kill between writing it and the checkpoint) waits for `settle_best`."""
+        stale = None
         if self.env.is_main:
             foreign = []
             for p in ckpt_io.list_checkpoints(self.path):
@@ -149,13 +152,38 @@ class RunFolder:
                 if ckpt_io.step_of(p) > step or ckpt_io.read_run_id(p) != run_id:
                     foreign.append(p)
             best = self.path / ckpt_io.BEST
-            if best.is_file() and (run_id is None or ckpt_io.read_run_id(best) != run_id):
+            header = ckpt_io.read_header(best) if best.is_file() else None
+            if header is not None and (run_id is None or header.get("run_id") != run_id):
                 foreign.append(best)
+            elif header is not None and isinstance(header.get("step"), int) and header["step"] > step:
+                stale = header["step"]
             if foreign:
                 folder = ckpt_io.move_aside(self.path, foreign, "previous")
                 self.log.warning("moved %s (not of the run being continued) into %s",
                                  ", ".join(p.name for p in foreign), folder)
+        self.stale_best = broadcast_from_main(stale, self.env)
         barrier()
+
+    def settle_best(self, step: int, final: bool = False) -> None:
+        """Every rank, after each step (and before the final test, `final`): a best.pt newer than the
+        resume point is moved into `previous-<time>/` once this history passes its step without writing
+        best.pt again. An exact resume replays that validation and rewrites it (nothing is moved); a
+        continuation that differs (another world size, an allowed data change, another learning rate)
+        must not report or keep the weights of a history it did not follow."""
+        if self.stale_best is None or (step < self.stale_best and not final):
+            return
+        best = self.path / ckpt_io.BEST
+        if self.env.is_main and best.is_file():
+            folder = ckpt_io.move_aside(self.path, [best], "previous")
+            self.log.warning("moved best.pt of step %d into %s: it was written after the checkpoint this run "
+                             "resumed from, and this run did not write it again at step %d", self.stale_best,
+                             folder, self.stale_best)
+        self.stale_best = None
+        barrier()
+
+    def best_written(self) -> None:
+        """Every rank, after best.pt was written by this history: it stands, whatever its step."""
+        self.stale_best = None
 
     def run_files(self) -> list[Path]:
         """The files an earlier run left in the folder (train.log stays: it is appended to)."""

@@ -342,6 +342,7 @@ class Trainer:
                     result["valid"] = self._validate()
                 if tc.ckpt_interval and self.step % tc.ckpt_interval == 0 or self.step == tc.max_steps:
                     self.save_checkpoint([ckpt_io.ckpt_path(self.run_dir, self.step).name])
+                self.folder.settle_best(self.step)
                 if self._stop_requested():
                     bar.close()
                     if self._last_saved_step != self.step:
@@ -355,6 +356,7 @@ class Trainer:
             bar.close()
             if self._last_saved_step != self.step:
                 self.save_checkpoint([ckpt_io.ckpt_path(self.run_dir, self.step).name])
+            self.folder.settle_best(self.step, final=True)
             result["test"] = self._test()
             result["step"] = self.step
             self._check_final(result)
@@ -552,6 +554,8 @@ class Trainer:
             memory = ModelState.cat_lanes([ModelState.from_state_dict(g["memory"]) for g in gathered])
             ckpt = self._checkpoint(memory, [g["rng"] for g in gathered])
             self.folder.write(ckpt, names, self.cfg.train.keep_last)
+        if ckpt_io.BEST in names:
+            self.folder.best_written()
         self._last_saved_step = self.step
         barrier()
 
