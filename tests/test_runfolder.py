@@ -222,3 +222,38 @@ def test_a_newer_best_pt_is_moved_aside_when_the_resumed_run_passes_its_step(kil
     assert test["step"] == 3 and test["weights"] == "final" and "best_step" not in test
     assert [ckpt_io.read_header(p)["step"] for p in run.glob("previous-*/best.pt")] == [4]
     assert "moved best.pt of step 4 into" in (run / "train.log").read_text()
+
+
+# ------------------------------------------------------------------------------------------------
+# A finished run in a read-only folder (a read-only filesystem, an archive).
+
+
+def _chmod_tree(root: Path, file_mode: int, dir_mode: int) -> None:
+    for p in [root, *root.rglob("*")]:
+        p.chmod(dir_mode if p.is_dir() else file_mode)
+
+
+def test_a_finished_run_in_a_read_only_folder_prints_its_result(tmp_path, capsys):
+    """Refused as "not writable" before; printing the result needs no write. Training there stays refused
+    in one line."""
+    from test_train_utils import train_args
+
+    import train
+
+    run = tmp_path / "run"
+    argv = train_args(run, **{"train.max_steps": 3, "train.eval_interval": 3})
+    assert train.main(argv) == 0
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    _chmod_tree(run, 0o444, 0o555)
+    try:
+        assert train.main(argv) == 0
+        out, err = capsys.readouterr()
+        assert "is finished (step 3): test bpc" in out and err == ""
+        argv6 = train_args(run, **{"train.max_steps": 6, "train.eval_interval": 3})
+        assert train.main(argv6) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "is not writable: make it writable or use another --run-dir" in err
+    finally:
+        _chmod_tree(run, 0o644, 0o755)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before

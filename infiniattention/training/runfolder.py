@@ -33,7 +33,7 @@ from . import checkpoint as ckpt_io
 from .distributed import DistEnv, barrier, broadcast_from_main
 from .errors import DiskFullError, UserError
 from .metrics import fmt
-from .runlock import claim_run_dir, lock_warnings
+from .runlock import ReadOnlyRunDir, claim_run_dir, lock_warnings
 
 METRICS = "metrics.jsonl"
 
@@ -53,10 +53,15 @@ class RunFolder:
     # --------------------------------------------------------------------------------------------
     # The lock.
 
-    def claim(self) -> None:
+    def claim(self) -> ReadOnlyRunDir | None:
         """Create the folder and take its lock (rank 0) before any rank writes; UserError on every rank
-        when it is in use or not writable."""
-        self.lock = claim_run_dir(self.path, self.env)
+        when it is in use or cannot be created. A read-only folder (or file a start rewrites) is returned,
+        not raised: the caller raises it unless the run is finished, whose result needs no write."""
+        try:
+            self.lock = claim_run_dir(self.path, self.env)
+        except ReadOnlyRunDir as refusal:
+            return refusal
+        return None
 
     def release(self) -> None:
         """Give the lock back (idempotent)."""

@@ -86,18 +86,19 @@ class Trainer:
         # (that of an earlier run in this process).
         self.log = setup_logging(None, self.env.is_main)
         self.folder = RunFolder(self.run_dir, self.env, self.log)
-        self.folder.claim()  # before any rank writes anything
+        read_only = self.folder.claim()  # before any rank writes anything
         self.writer: MetricsWriter | None = None
         try:
-            self._start(cfg, resume, overwrite, command, progress, allow_data_change)
+            self._start(cfg, resume, overwrite, command, progress, allow_data_change, read_only)
         except BaseException:
             self.close()
             raise
 
     def _start(self, cfg: RunConfig, resume: str, overwrite: bool, command: str | None, progress: bool,
-               allow_data_change: bool) -> None:
-        """Everything `__init__` builds once the run folder is this process's."""
-        self.log = setup_logging(self.run_dir, self.env.is_main)
+               allow_data_change: bool, read_only: UserError | None) -> None:
+        """Everything `__init__` builds once the run folder is this process's. A `read_only` folder is
+        refused (that error is raised) unless the run is finished: printing its result writes nothing."""
+        self.log = setup_logging(self.run_dir if read_only is None else None, self.env.is_main)
         self.command = command or "python train.py"
         # A bar only on a terminal: in a log file (SLURM, nohup, CI) it would bury the log lines.
         self.progress = progress and self.env.is_main and _is_tty(sys.stdout) and _is_tty(sys.stderr)
@@ -116,6 +117,8 @@ class Trainer:
             self.log = setup_logging(None, self.env.is_main)  # the console only: no result file changes
             self.step = int(self.finished["step"])
             return
+        if read_only is not None:
+            raise read_only
         self.folder.start_notes()
         self._check_batching()
         self._check_sizes()
