@@ -33,7 +33,7 @@ import yaml
 from data_utils.corpus import get_corpus
 from data_utils.passkey import Haystack, PasskeyError, PasskeyTokens, make_instance, parse_depth, parse_length
 from infiniattention.commands.shipped import config_path
-from infiniattention.training.cli import ArgumentParser, check_out_dir, cli_entry, exit_with
+from infiniattention.training.cli import ArgumentParser, check_out_dir, cli_entry, exit_with, stop_on_signals
 from infiniattention.training.config import (
     apply_overrides,
     config_from_dict,
@@ -359,7 +359,8 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "train":
-            return cmd_train(args, argv, prog)
+            with stop_on_signals():  # before the first step: one line, not a silent 143 (fit has its own)
+                return cmd_train(args, argv, prog)
         return cmd_eval(args)
     except PasskeyError as err:  # a bad length, depth or vocabulary: bad input, like a config error
         raise UserError(str(err)) from err

@@ -2,25 +2,29 @@
 
 A mistake the user can fix (a `UserError`: bad config, bad argument, missing or corrupt file, no GPU)
 prints one line `error: ...` on stderr and exits with its `exit_code` (2 for bad input, 1 for a run that
-failed, e.g. a full disk). Ctrl-C exits with 130 and one line. Anything else is a bug in this code and
-keeps its traceback.
+failed, e.g. a full disk). Ctrl-C exits with 130 and one line; SIGTERM and SIGHUP inside
+`stop_on_signals` with 143 and 129 and one line. Anything else is a bug in this code and keeps its
+traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import logging
 import math
 import os
+import signal
 import stat
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from data_utils.corpus import DataError
 
-from .errors import DiskFullError, UserError
+from .errors import DiskFullError, Stopped, UserError
 
 LOGGER_NAME = "infiniattention"
 INTERRUPTED = 130
@@ -79,12 +83,40 @@ def cli_entry(main: Callable[..., int] | None = None, *, on_interrupt: str = RES
             return _fail(str(err), getattr(err, "exit_code", 2))
         except KeyboardInterrupt:
             return _fail(f"interrupted (Ctrl-C); {on_interrupt}", INTERRUPTED)
+        except Stopped as err:
+            return _fail(str(err), err.exit_code)
         except OSError as err:
             if not is_disk_full(err):
                 raise
             return _fail(str(DiskFullError.from_os_error(err)), DiskFullError.exit_code)
 
     return wrapped
+
+
+STARTING = ("during start-up, before the first step: nothing was half-written; running the same command "
+            "again is safe")
+
+
+@contextlib.contextmanager
+def stop_on_signals(when: str = STARTING) -> Iterator[None]:
+    """While the block runs, SIGTERM and SIGHUP raise `Stopped` ("stopped by SIGTERM <when>"): one line
+    and exit 143 / 129 instead of a silent death. Only signals at their default disposition: one ignored
+    (`nohup` ignores SIGHUP) stays ignored. The training loop installs its own handlers inside the block
+    (finish the step, checkpoint, exit 0) and restores these when it ends."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise Stopped(signum, f"stopped by {signal.Signals(signum).name} {when}")
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)
+           if signal.getsignal(sig) is signal.SIG_DFL}
+    try:
+        yield
+    finally:
+        for sig, previous in old.items():
+            signal.signal(sig, previous)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -12,6 +12,17 @@ class UserError(Exception):
     exit_code = 2
 
 
+class Stopped(BaseException):
+    """SIGTERM or SIGHUP outside the training loop (`cli.stop_on_signals`); `cli_entry` prints it as one
+    line and exits 128 + the signal number. A BaseException, as KeyboardInterrupt is, so that no `except
+    Exception` on its way mistakes it for a failure (e.g. of a checkpoint being read: it would be moved
+    aside as unreadable)."""
+
+    def __init__(self, signum: int, message: str) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
 class DiskFullError(UserError):
     """A write failed for lack of space (or the file-size limit): nothing older was lost."""
 

@@ -120,6 +120,7 @@ class Trainer:
         if read_only is not None:
             raise read_only
         self.folder.start_notes()
+        faults.hit("start")
         self._check_batching()
         self._check_sizes()
 
