@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_passkey import _train_args as passkey_args
 from test_train_utils import REPO, final_params, run_train
 
 from infiniattention.training import checkpoint as ckpt_io
@@ -123,6 +124,7 @@ def test_a_nan_weight_is_refused_by_every_loader(keep_old_digest, trained, tmp_p
         "memory_probe.py": lambda: script("memory_probe").main(["--checkpoint", str(bad), "--lengths", "1k",
                                                                 "--keys", "1", "--device", "cpu"]),
         "context_curve.py": lambda: script("context_curve").main(["--checkpoint", str(bad)]),
+        "passkey.py train --init": lambda: passkey.main(passkey_args(tmp_path / "pk", "--init", str(bad))),
     }
     capsys.readouterr()
     for program, call in calls.items():
