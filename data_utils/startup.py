@@ -40,33 +40,42 @@ STOP_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signa
 
 
 class Stopped(KeyboardInterrupt):
-    """SIGTERM or SIGHUP, raised where Ctrl-C raises KeyboardInterrupt: the same clean-up runs for all."""
+    """SIGTERM or SIGHUP, raised where Ctrl-C raises KeyboardInterrupt: the same clean-up runs for all
+    (and, a BaseException, no `except Exception` on its way mistakes it for a failure, e.g. of a
+    checkpoint being read). ``when``, if given, completes the one line ("stopped by SIGTERM <when>")
+    that replaces the program's own advice."""
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, when: str | None = None) -> None:
         super().__init__(signum)
-        self.signum = signum
+        self.signum, self.when = signum, when
+        self.exit_code = 128 + signum
+
+    def __str__(self) -> str:
+        name = f"stopped by {signal.Signals(self.signum).name}"
+        return f"{name} {self.when}" if self.when else name
 
 
 def interruption(err: KeyboardInterrupt) -> tuple[str, int]:
     """(what stopped the program, its exit status): Ctrl-C 130, SIGTERM 143, SIGHUP 129."""
     if isinstance(err, Stopped):
-        return f"stopped by {signal.Signals(err.signum).name}", 128 + err.signum
+        return str(err), err.exit_code
     return "interrupted (Ctrl-C)", 128 + signal.SIGINT
 
 
-def _raise_stopped(signum: int, frame: object) -> None:
-    raise Stopped(signum)
-
-
 @contextlib.contextmanager
-def stop_on_signals() -> Iterator[None]:
+def stop_on_signals(when: str | None = None) -> Iterator[None]:
     """Inside the block SIGTERM and SIGHUP, where they would kill the process silently (their default
-    action), raise `Stopped` instead; an ignored one stays ignored (`nohup`), a handler of the caller's
-    stays. The handlers before the block come back after it. Outside the main thread, where Python
-    cannot set handlers, nothing changes."""
+    action), raise `Stopped(signum, when)` instead; an ignored one stays ignored (`nohup`), a handler of
+    the caller's stays (a training loop installs its own inside the block and restores these). The
+    handlers before the block come back after it. Outside the main thread, where Python cannot set
+    handlers, nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+
+    def _raise_stopped(signum: int, frame: object) -> None:
+        raise Stopped(signum, when)
+
     previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
     for s, handler in previous.items():
         if handler == signal.SIG_DFL:

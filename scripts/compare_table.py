@@ -31,6 +31,7 @@ with heavy_imports():  # torch: a missing requirement or a Ctrl-C meanwhile is o
     import torch
 
     from infiniattention.config import memory_settings
+    from infiniattention.training.checkpoint import CheckpointError
     from infiniattention.training.evaluate import load_for_inference
 
 # Words of a passkey row that set the training recipe rather than the memory (scripts/passkey_cpu.sh;
@@ -189,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             p.error("the output folder of compare_memory.sh is required")
         names = [r.strip() for r in args.rows.split(",") if r.strip()]
         text, rows = table(Path(args.out), names, args.command)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1 if isinstance(err, FileNotFoundError) else 2
     print(text, end="")

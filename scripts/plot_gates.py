@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         traj = read_trajectories(Path(args.run_dir)) if args.run_dir else None
     except (FileNotFoundError, CheckpointError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(err, CheckpointError) else 1  # a checkpoint refused: bad input
     out_dir = Path(args.out_dir) if args.out_dir else Path(args.checkpoint).parent
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = gates.tolist()

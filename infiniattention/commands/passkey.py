@@ -45,11 +45,13 @@ with heavy_imports():  # torch: a missing requirement or a Ctrl-C meanwhile is o
     from infiniattention.commands.shipped import config_path
     from infiniattention.training import results
     from infiniattention.training.cli import (
+        STARTING,
         ArgumentParser,
         check_out_dir,
         check_results_file,
         cli_entry,
         exit_with,
+        stop_on_signals,
     )
     from infiniattention.training.config import (
         apply_overrides,
@@ -385,7 +387,8 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     args = build_parser(prog).parse_args(argv)
     try:
         if args.command == "train":
-            return cmd_train(args, argv, prog)
+            with stop_on_signals(STARTING):  # before the first step: one line (fit has its own)
+                return cmd_train(args, argv, prog)
         return cmd_eval(args)
     except PasskeyError as err:  # a bad length, depth or vocabulary: bad input, like a config error
         raise UserError(str(err)) from err

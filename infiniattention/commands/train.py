@@ -21,7 +21,7 @@ from data_utils.startup import heavy_imports
 
 with heavy_imports():  # torch: a missing requirement or a Ctrl-C meanwhile is one line
     from infiniattention.commands.shipped import config_path
-    from infiniattention.training.cli import ArgumentParser, cli_entry, exit_with
+    from infiniattention.training.cli import STARTING, ArgumentParser, cli_entry, exit_with, stop_on_signals
     from infiniattention.training.config import load_training_config
     from infiniattention.training.distributed import teardown
     from infiniattention.training.trainer import Trainer
@@ -86,12 +86,14 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(prog).parse_args(argv)
     try:
-        cfg = load_training_config(config_path(args.config) if args.config else None, args.set)
-        run_dir = Path(args.run_dir or Path("runs") / (Path(args.config).stem if args.config else "default"))
-        trainer = Trainer(cfg, run_dir, resume=args.resume, overwrite=args.overwrite,
-                          command=resume_command(argv, prog), progress=not args.no_progress,
-                          allow_data_change=args.allow_data_change)
-        trainer.fit()
+        with stop_on_signals(STARTING):  # before the first step: one line, not a silent 143 (fit has its own)
+            cfg = load_training_config(config_path(args.config) if args.config else None, args.set)
+            name = Path(args.config).stem if args.config else "default"
+            run_dir = Path(args.run_dir or Path("runs") / name)
+            trainer = Trainer(cfg, run_dir, resume=args.resume, overwrite=args.overwrite,
+                              command=resume_command(argv, prog), progress=not args.no_progress,
+                              allow_data_change=args.allow_data_change)
+            trainer.fit()
     finally:
         teardown()
     return 0

@@ -3,8 +3,8 @@
 A mistake the user can fix (a `UserError`: bad config, bad argument, missing or corrupt file, no GPU)
 prints one line `error: ...` on stderr and exits with its `exit_code` (2 for bad input, 1 for a run that
 failed, e.g. a full disk). Ctrl-C exits with 130 and one line; a program that only reads (eval.py,
-generate.py) stops the same way on SIGTERM (143) and SIGHUP (129). Anything else is a bug in this code
-and keeps its traceback.
+generate.py) stops the same way on SIGTERM (143) and SIGHUP (129), and a training does during its
+start-up (`stop_on_signals(STARTING)`). Anything else is a bug in this code and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 from data_utils.corpus import DataError
 from data_utils.startup import interruption, stop_on_signals
 
-from .errors import DiskFullError, UserError
+from .errors import DiskFullError, Stopped, UserError
 
 LOGGER_NAME = "infiniattention"
 INTERRUPTED = 130
@@ -86,6 +86,8 @@ def cli_entry(main: Callable[..., int] | None = None, *, on_interrupt: str = RES
             return _fail(str(err), getattr(err, "exit_code", 2))
         except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM/SIGHUP (data_utils.startup.Stopped)
             what, code = interruption(err)
+            if isinstance(err, Stopped) and err.when:  # its line says what to do
+                return _fail(what, code)
             return _fail(f"{what}; {on_interrupt}", code)
         except OSError as err:
             if not is_disk_full(err):
@@ -93,6 +95,10 @@ def cli_entry(main: Callable[..., int] | None = None, *, on_interrupt: str = RES
             return _fail(str(DiskFullError.from_os_error(err)), DiskFullError.exit_code)
 
     return wrapped
+
+
+STARTING = ("during start-up, before the first step: nothing was half-written; running the same command "
+            "again is safe")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import os
 
+from data_utils.startup import Stopped  # noqa: F401  (SIGTERM/SIGHUP as one line; its old home)
+
 
 class UserError(Exception):
     """A mistake in the input (config, arguments, files): one line, exit status 2."""

@@ -185,12 +185,17 @@ def _inconsistent(path: str, err: Exception) -> ckpt_io.CheckpointError:
     )
 
 
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def load_for_inference(
     path: str, device: torch.device | str = "cpu", overrides: dict[str, Any] | None = None
 ) -> tuple[InfiniTransformerLM, Vocab, RunConfig, dict[str, Any]]:
     """Model (eval mode), vocabulary and config of a checkpoint, all taken from the file itself;
-    `overrides`: evaluation-time settings, see `apply_eval_overrides`."""
-    ckpt = ckpt_io.load(path, map_location="cpu")
+    `overrides`: evaluation-time settings, see `apply_eval_overrides`. The checkpoint is verified
+    (`checkpoint.verify`); the notice about one without a digest is a `warning:` line on stderr."""
+    ckpt = ckpt_io.load(path, map_location="cpu", notice=_warn)
     damaged = (KeyError, TypeError, ValueError, RuntimeError)  # a damaged or hand-edited file
     try:
         cfg = config_from_dict(ckpt["config"])

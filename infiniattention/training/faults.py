@@ -7,7 +7,8 @@ makes the n-th time this process reaches `<point>` (counted from 1) perform `<ac
 (SIGINT: Ctrl-C), `hup` (SIGHUP: the terminal closed, ssh dropped) or `enospc` (raise "No space left
 on device" as a full disk would).
 
-Points: `step` (after an optimizer step), `log` (after a metrics.jsonl record), `eval` (after a
+Points: `start` (during a training's set-up, the run folder locked, before the model is built), `step`
+(after an optimizer step), `log` (after a metrics.jsonl record), `eval` (after a
 validation pass, before its record), `write.ckpt` / `write.best` (half-way through writing a periodic
 checkpoint / best.pt: the temporary file is incomplete), `written.ckpt` / `written.best` (the temporary
 file is complete, not yet renamed), `renamed.ckpt` / `renamed.best` (renamed, rotation not yet done),

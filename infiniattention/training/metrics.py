@@ -26,6 +26,11 @@ def quality(nll: float, vocab_kind: str) -> tuple[str, float]:
     return "bpc", nll / LN2
 
 
+def fmt(x: Any) -> str:
+    """A number for a log line with 4 decimals, or "n/a" (a missing value, e.g. no good step)."""
+    return f"{x:.4f}" if isinstance(x, (int, float)) else "n/a"
+
+
 class TqdmHandler(logging.Handler):
     """Log lines printed above the progress bar instead of through it."""
 

@@ -8,7 +8,9 @@ memory, detached, into the next instance, and the carried memories are part of e
 any trainer's state is), and the loss is the mean NLL of the answer digits (+ `all_weight` x the mean
 NLL of every target, + the write-gate priors `write_penalty` and `write_logit_penalty`). Validation
 scores held-out instances at the training length (teacher-forced answer NLL and digit accuracy);
-`best.pt` is the step with the lowest answer NLL.
+`best.pt` is the step with the lowest answer NLL. Checkpoints record the `passkey` section, and a resume
+with other passkey settings is refused naming each key, as one with another architecture is: every key
+changes the training stream, the loss or the validation that ranks best.pt.
 
 `retrieve` streams instances (any length, one chunk at a time, the state carried) and decodes the five
 digits greedily: the test of the paper's §4.2 as `scripts/passkey.py eval` runs it.
@@ -17,14 +19,16 @@ digits greedily: the test of the paper's §4.2 as `scripts/passkey.py eval` runs
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 from data_utils.passkey import (
     N_DIGITS,
@@ -84,6 +88,20 @@ class PasskeyTrainer(Trainer):
         self.model.load_state_dict(ckpt["model"])
         self.log.info("initialised the weights from %s (step %d); optimizer and step start afresh",
                       init_from, int(ckpt["step"]))
+
+    def _check_compatible(self, ckpt: dict[str, Any], path: Path) -> None:
+        """The architecture and vocabulary (`Trainer`), and the passkey settings the checkpoint was
+        trained with; a checkpoint of an older version, which does not record them, is compared with the
+        run folder's passkey.yaml when it lies in that folder."""
+        super()._check_compatible(ckpt, path)
+        saved = ckpt.get("passkey")
+        if saved is None and path.parent.resolve() == self.run_dir.resolve():
+            saved = _read_task_yaml(self.run_dir / "passkey.yaml")
+        if saved is not None:
+            check_task(saved, self.task, path)
+
+    def _checkpoint(self, memory: ModelState, rng: list[dict[str, Any]]) -> dict[str, Any]:
+        return {**super()._checkpoint(memory, rng), "passkey": asdict(self.task)}
 
     def _make_train_iter(self) -> PasskeyBatches:
         self.tok = PasskeyTokens(self.vocab)
@@ -171,6 +189,29 @@ class PasskeyTrainer(Trainer):
             self.save_checkpoint([ckpt_io.BEST])
             self._last_saved_step = -1
         return values
+
+
+def check_task(saved: dict[str, Any], task: PasskeyTaskConfig, path: Path) -> None:
+    """CheckpointError naming every passkey key whose value differs between the checkpoint at `path`
+    (`saved`; a key it lacks was added later and had its default) and `task`."""
+    saved = {**asdict(PasskeyTaskConfig()), **saved}
+    now = asdict(task)
+    differ = [k for k in now if saved.get(k) != now[k]]
+    if not differ:
+        return
+    what = "; ".join(f"passkey.{k}: checkpoint {saved.get(k)!r} vs config {now[k]!r}" for k in differ)
+    sets = " ".join(f"--set passkey.{k}={json.dumps(saved.get(k))}" for k in differ)
+    raise ckpt_io.CheckpointError(f"{path} was trained with other passkey settings: {what}: resume with its "
+                                  f"values ({sets})")
+
+
+def _read_task_yaml(path: Path) -> dict[str, Any] | None:
+    """The passkey section a run folder's passkey.yaml records (None when absent or unreadable)."""
+    try:
+        d = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    return d if isinstance(d, dict) else None
 
 
 def answer_loss(nll: torch.Tensor, answer: torch.Tensor, all_weight: float = 0.0,

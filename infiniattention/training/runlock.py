@@ -25,18 +25,25 @@ LOCK_NAME = ".lock"
 REWRITTEN = ("train.log", "metrics.jsonl", "config.yaml")
 
 
+class ReadOnlyRunDir(UserError):
+    """The run folder, or a file a start rewrites, is read-only: a training cannot start there, but a
+    finished run's result can still be printed (that needs no write)."""
+
+
 def claim_run_dir(run_dir: Path, env: DistEnv) -> HolderLock | None:
     """Rank 0 creates `run_dir`, takes its lock and checks the files it rewrites; every rank raises the
-    same one-line UserError when any of that fails. Returns the held lock on rank 0, None elsewhere."""
+    same one-line UserError when any of that fails (ReadOnlyRunDir when what fails is a write permission).
+    Returns the held lock on rank 0, None elsewhere."""
     lock, problem = None, None
     if env.is_main:
         try:
             lock = _claim(run_dir)
         except UserError as err:
-            problem = str(err)
+            problem = (str(err), isinstance(err, ReadOnlyRunDir))
     problem = broadcast_from_main(problem, env)
     if problem is not None:
-        raise UserError(problem)
+        message, read_only = problem
+        raise (ReadOnlyRunDir if read_only else UserError)(message)
     return lock
 
 
@@ -84,7 +91,8 @@ def _make_run_dir(run_dir: Path) -> None:
     except OSError as err:
         raise UserError(f"cannot create the run folder {run_dir}: {err.strerror}") from err
     if not is_writable(run_dir):
-        raise UserError(f"the run folder {run_dir} is not writable")
+        raise ReadOnlyRunDir(f"the run folder {run_dir} is not writable: make it writable or use another "
+                             "--run-dir")
 
 
 def _check_writable(path: Path) -> None:
@@ -97,4 +105,5 @@ def _check_writable(path: Path) -> None:
     if stat.S_ISDIR(mode):
         raise UserError(f"{path} is a folder: move it away or use another --run-dir")
     if not is_writable(path):
-        raise UserError(f"{path} is read-only: make it writable (chmod u+w {path}) or use another --run-dir")
+        raise ReadOnlyRunDir(f"{path} is read-only: make it writable (chmod u+w {path}) or use another "
+                             "--run-dir")

@@ -13,26 +13,18 @@ Decisions the spec left open (see docs/training.md):
   checkpoint, so the last good one stays the newest. A checkpoint is only ever written when every
   weight, optimizer state and memory value is finite; otherwise the run stops (exit 1) naming the last
   good one.
-- Every checkpoint (and best.pt) carries the run id; rotation deletes only this run's checkpoints older
-  than the one just written, and files of another run are moved aside, never mixed in (see docs/training.md,
-  "Failures and recovery").
 - At the start of every epoch (after the first) the memory is reset: the lanes restart elsewhere in
   the stream, so the old memory describes text that no longer precedes them.
 - The final test evaluation uses the weights of `best.pt` when a validation ever ran.
-- One writer per run folder: rank 0 locks it before any rank writes (`runlock.py`); a second training
-  there exits 2 naming the holder. A kill -9 releases the lock, so the same command resumes.
-- A finished run is finished: when the newest checkpoint is at or past `train.max_steps` and
-  metrics.jsonl holds its test result, the same command (or a smaller `max_steps`) prints that result
-  and exits 0 without writing anything (train.log included).
-- Checkpoints record the dataset's name and every prepared file's digest; a resume on other data, or a
-  fresh start on a file edited since getdata.sh prepared it, is refused unless `--allow-data-change`,
-  which is logged (train.log, and a `data_change` record in metrics.jsonl).
+
+The run folder's life (its lock, which checkpoint a start continues from, what is moved aside, a finished
+run, the data check, the checkpoint files) is `runfolder.RunFolder`'s; the trainer holds the loop and the
+state a checkpoint saves and restores.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import signal
@@ -48,8 +40,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from data_utils.corpus import DataError, get_corpus
-from data_utils.fingerprint import changed, short
+from data_utils.corpus import get_corpus
 from data_utils.iterators import LMOrderedIterator
 
 from ..model import InfiniTransformerLM, LMOutput, ModelState, WriteGateTap
@@ -57,11 +48,11 @@ from . import checkpoint as ckpt_io
 from . import faults
 from .config import RunConfig, check_cutoffs_fit, save_config
 from .distributed import DistEnv, all_reduce_sum, barrier, broadcast_from_main, gather_to_main, setup
-from .errors import DiskFullError, UserError
+from .errors import UserError
 from .evaluate import EvalResult, evaluate, precision_autocast
-from .metrics import MetricsWriter, quality, setup_logging
+from .metrics import MetricsWriter, fmt, quality, setup_logging
 from .optim import build_optimizer, lr_at, set_lr
-from .runlock import claim_run_dir, lock_warnings
+from .runfolder import RunFolder, read_metrics, truncate_metrics  # noqa: F401 (importable from here, as before)
 
 # Test hook: a comma-separated list of step numbers whose loss is replaced by NaN (on rank 0).
 NAN_STEPS_ENV = "INFINIATTENTION_NAN_STEPS"
@@ -94,18 +85,20 @@ class Trainer:
         # The console only until the folder is ours: a refusal must not reach another run's train.log
         # (that of an earlier run in this process).
         self.log = setup_logging(None, self.env.is_main)
-        self._lock = claim_run_dir(self.run_dir, self.env)  # before any rank writes anything
+        self.folder = RunFolder(self.run_dir, self.env, self.log)
+        read_only = self.folder.claim()  # before any rank writes anything
         self.writer: MetricsWriter | None = None
         try:
-            self._start(cfg, resume, overwrite, command, progress, allow_data_change)
+            self._start(cfg, resume, overwrite, command, progress, allow_data_change, read_only)
         except BaseException:
             self.close()
             raise
 
     def _start(self, cfg: RunConfig, resume: str, overwrite: bool, command: str | None, progress: bool,
-               allow_data_change: bool) -> None:
-        """Everything `__init__` builds once the run folder is this process's."""
-        self.log = setup_logging(self.run_dir, self.env.is_main)
+               allow_data_change: bool, read_only: UserError | None) -> None:
+        """Everything `__init__` builds once the run folder is this process's. A `read_only` folder is
+        refused (that error is raised) unless the run is finished: printing its result writes nothing."""
+        self.log = setup_logging(self.run_dir if read_only is None else None, self.env.is_main)
         self.command = command or "python train.py"
         # A bar only on a terminal: in a log file (SLURM, nohup, CI) it would bury the log lines.
         self.progress = progress and self.env.is_main and _is_tty(sys.stdout) and _is_tty(sys.stderr)
@@ -118,16 +111,16 @@ class Trainer:
         cfg = replace(cfg, model=replace(cfg.model, vocab_size=len(self.vocab)))
         self.cfg = cfg
         self.metric_name = quality(0.0, self.vocab.kind)[0]
-        self.finished = broadcast_from_main(self._finished_run(resume, overwrite), self.env)
+        self.finished = self.folder.finished(resume, overwrite, cfg.train.max_steps, self.corpus.name,
+                                             self._check_compatible)
         if self.finished is not None:
             self.log = setup_logging(None, self.env.is_main)  # the console only: no result file changes
             self.step = int(self.finished["step"])
             return
-        for warning in lock_warnings(self._lock):
-            self.log.warning("%s", warning)
-        if self.env.is_main:
-            for tmp in ckpt_io.clean_temporaries(self.run_dir):
-                self.log.warning("removed %s, left by a write that was interrupted", tmp)
+        if read_only is not None:
+            raise read_only
+        self.folder.start_notes()
+        faults.hit("start")
         self._check_batching()
         self._check_sizes()
 
@@ -143,7 +136,6 @@ class Trainer:
         self.bad_steps = 0
         self.window = _Window()
         self.run_id = broadcast_from_main(ckpt_io.new_run_id(), self.env)  # one id for all ranks
-        self.last_good: Path | None = None  # the newest checkpoint known finite and complete
         self._last_saved_step = -1
         self._stop_signal: int | None = None
         self._nan_steps = {int(s) for s in os.environ.get(NAN_STEPS_ENV, "").split(",") if s.strip()}
@@ -151,14 +143,10 @@ class Trainer:
         self.data_files: dict[str, dict[str, Any]] | None = None  # rank 0: digests of the data trained on
         self._data_change: str | None = None  # what --allow-data-change let through, for metrics.jsonl
 
-        resumed = self._resume(resume, overwrite)
-        if not resumed:
+        if not self._resume(resume, overwrite):
             self._check_data(None, None)
             ckpt_io.seed_all(cfg.train.seed + self.env.rank)  # each rank its own dropout stream
-        if self.env.is_main:
-            # Records of steps after the checkpoint are replayed identically: drop them, so that
-            # metrics.jsonl holds one clean history (TensorBoard is purged the same way below).
-            truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
+        self.folder.truncate_metrics(self.step)
         self.fwd = self._wrap()
         self.writer = MetricsWriter(self.run_dir, self.env.is_main, purge_step=self.step + 1)
         if self._data_change is not None:
@@ -183,8 +171,7 @@ class Trainer:
             if pending is None:
                 raise
         finally:
-            if self._lock is not None:
-                self._lock.release()
+            self.folder.release()
 
     # --------------------------------------------------------------------------------------------
     # Setup helpers.
@@ -257,289 +244,6 @@ class Trainer:
         return precision_autocast(self.device, self.cfg.train.precision)
 
     # --------------------------------------------------------------------------------------------
-    # Checkpoints.
-
-    def _resume(self, resume: str, overwrite: bool) -> bool:
-        """Load a checkpoint per `resume` ("auto", "never" or a path); True when one was loaded.
-
-        Files of another run are never mixed into this one: `never` in a folder that holds checkpoints
-        is refused unless `overwrite`, which moves them aside; `auto` moves unreadable checkpoints aside
-        (they would otherwise outrank this run's new ones), and files of other runs too.
-        """
-        earlier = _run_files(self.run_dir)
-        if resume == "never" or overwrite:
-            weights = [p for p in earlier if p.suffix == ".pt"]
-            if weights and not overwrite:
-                names = ", ".join(p.name for p in weights[:3]) + (", ..." if len(weights) > 3 else "")
-                raise UserError(
-                    f"{self.run_dir} already holds checkpoints of an earlier run ({names}): to continue it "
-                    "use --resume auto; to start afresh use --overwrite (moves them into a sub-folder) or "
-                    "another --run-dir"
-                )
-            barrier()
-            if earlier and self.env.is_main:
-                folder = ckpt_io.move_aside(self.run_dir, earlier, "previous")
-                self.log.warning("--overwrite: moved the earlier run's files into %s", folder)
-            barrier()
-            return False
-        if resume == "auto":
-            found = None
-            if self.env.is_main:
-                found = ckpt_io.find_resumable(self.run_dir, map_location="cpu")
-                if found is not None and found[2]:
-                    folder = ckpt_io.move_aside(self.run_dir, found[2], "unreadable")
-                    self.log.warning("moved %d unreadable checkpoint(s) into %s", len(found[2]), folder)
-                unreadable = ckpt_io.list_checkpoints(self.run_dir) if found is None else []
-                if unreadable:
-                    folder = ckpt_io.move_aside(self.run_dir, unreadable, "unreadable")
-                    self.log.warning("no readable checkpoint: moved %d unreadable one(s) into %s and "
-                                     "starting afresh", len(unreadable), folder)
-            barrier()
-            if not self.env.is_main:
-                found = ckpt_io.find_resumable(self.run_dir, map_location="cpu")
-            if found is None:
-                self._set_aside(None, 0)
-                return False
-            path, ckpt, _ = found
-        else:
-            path = Path(resume)
-            ckpt = ckpt_io.load(path, map_location="cpu")
-        try:
-            ckpt_io.check_compatible(ckpt, asdict(self.cfg.model), self.vocab.digest(), path)
-        except ckpt_io.CheckpointError as err:
-            if resume != "auto":
-                raise
-            # The run folder holds another run (e.g. runs/tiny of another dataset): say how to keep it.
-            raise ckpt_io.CheckpointError(
-                f"{err}. {self.run_dir} holds that run: to start a new one, give another --run-dir, or add "
-                "--overwrite (its files are moved into a sub-folder)"
-            ) from err
-        self._check_data(ckpt, path)
-        self._load(ckpt, path)
-        self._set_aside(ckpt.get("run_id"), self.step, keep=path)
-        self.run_id = ckpt.get("run_id") or self.run_id
-        self.last_good = path
-        self.log.info("resumed from %s at step %d (%d tokens seen)", path, self.step, self.tokens_seen)
-        return True
-
-    def _set_aside(self, run_id: str | None, step: int, keep: Path | None = None) -> None:
-        """Move aside the folder's checkpoints (and best.pt) that do not belong to the history being
-        continued: another run id, or a later step than the one resumed from."""
-        if self.env.is_main:
-            foreign = []
-            for p in ckpt_io.list_checkpoints(self.run_dir):
-                if keep is not None and p.resolve() == keep.resolve():
-                    continue
-                if ckpt_io.step_of(p) > step or ckpt_io.read_run_id(p) != run_id:
-                    foreign.append(p)
-            best = self.run_dir / ckpt_io.BEST
-            if best.is_file() and (run_id is None or ckpt_io.read_run_id(best) != run_id):
-                foreign.append(best)
-            if foreign:
-                folder = ckpt_io.move_aside(self.run_dir, foreign, "previous")
-                self.log.warning("moved %s (not of the run being continued) into %s",
-                                 ", ".join(p.name for p in foreign), folder)
-        barrier()
-
-    def _finished_run(self, resume: str, overwrite: bool) -> dict[str, Any] | None:
-        """Rank 0: `{"step", "test"}` of a run with nothing left to do, else None (and on other ranks).
-
-        Finished means: the newest checkpoint (or the `--resume` one) is at or past `train.max_steps`, of
-        this architecture, vocabulary and dataset, and metrics.jsonl holds the test result of its step.
-        Nothing is logged or written here, so that a finished run's files stay as they are; anything
-        wrong with the checkpoint is left to the normal start, which says what it is.
-        """
-        if not self.env.is_main or overwrite or resume == "never":
-            return None
-        newest = ckpt_io.list_checkpoints(self.run_dir)[:1] if resume == "auto" else [Path(resume)]
-        if not newest or not ckpt_io.CKPT_RE.match(newest[0].name):
-            return None
-        path, step = newest[0], ckpt_io.step_of(newest[0])
-        if step < self.cfg.train.max_steps:
-            return None
-        tests = [r for r in read_metrics(self.run_dir / "metrics.jsonl") if r.get("kind") == "test"
-                 and r.get("step") == step]
-        if not tests:
-            return None
-        try:
-            ckpt = ckpt_io.load(path, map_location="cpu")
-            ckpt_io.check_compatible(ckpt, asdict(self.cfg.model), self.vocab.digest(), path)
-        except ckpt_io.CheckpointError:
-            return None
-        if ckpt["step"] != step or ckpt.get("dataset") not in (None, self.corpus.name):
-            return None
-        return {"step": step, "test": tests[-1]}
-
-    def _report_finished(self) -> dict[str, Any]:
-        """One line with the final test result of a finished run; nothing is written."""
-        step, test = int(self.finished["step"]), self.finished["test"]
-        max_steps = self.cfg.train.max_steps
-        where = f"step {step}" + (f", past train.max_steps={max_steps}" if step > max_steps else "")
-        best = test.get("weights") == "best"
-        weights = f"best.pt of step {test.get('best_step')}" if best else "final weights"
-        self.log.info(
-            "%s is finished (%s): test %s %s (loss %s over %s tokens, %s); nothing to do: raise "
-            "train.max_steps to train further, or use --overwrite to start afresh", self.run_dir, where,
-            self.metric_name, _fmt(test.get(self.metric_name)), _fmt(test.get("loss")), test.get("tokens"),
-            weights,
-        )
-        return {"step": step, "test": test, "finished": True}
-
-    def _check_data(self, ckpt: dict[str, Any] | None, path: Path | None) -> None:
-        """Refuse data that is not what the run was trained on (resuming from `ckpt`), or, on a fresh start,
-        a prepared file edited since getdata.sh wrote it, unless --allow-data-change, which is then
-        logged (train.log and metrics.jsonl). Rank 0 fingerprints the files (`data_utils.fingerprint`:
-        only a file whose stat signature is new is read) and decides for every rank."""
-        problem = None
-        if self.env.is_main:
-            self.data_files = self.corpus.fingerprint((ckpt or {}).get("data_files"))
-            problem = self._data_problem(ckpt, path)
-        problem = broadcast_from_main(problem, self.env)
-        if problem is None:
-            return
-        what, remedy = problem
-        if not self.allow_data_change:
-            raise DataError(f"{what}: {remedy}, or pass --allow-data-change to train on the data as it is")
-        self._data_change = what
-        self.log.warning("--allow-data-change: %s; training on the data as it is", what)
-
-    def _data_problem(self, ckpt: dict[str, Any] | None, path: Path | None) -> tuple[str, str] | None:
-        """(what differs, what to do) between this run's data and `ckpt`'s record of it, or meta.json's
-        when starting afresh; None when nothing differs."""
-        corpus, now = self.corpus, self.data_files or {}
-        if ckpt is None:
-            edited = corpus.edited(now)
-            if not edited:
-                return None
-            name = edited[0]
-            return (f"{corpus.path / name} changed since it was prepared ({short(now[name])} now, "
-                    f"{short(corpus.meta['files'][name])} in meta.json)",
-                    f"run `{corpus.prepare_command}` to prepare it again")
-        trained_on = ckpt.get("dataset")
-        if trained_on is not None and trained_on != corpus.name:
-            return (f"{path} was trained on dataset {trained_on!r}, not on {corpus.name!r} (data.dataset)",
-                    f"resume with --set data.dataset={trained_on}; to start a new run on {corpus.name}, give "
-                    "another --run-dir, or add --overwrite (the run's files are moved into a sub-folder)")
-        recorded = ckpt.get("data_files")
-        if not isinstance(recorded, dict):
-            self.log.info("%s records no digests of its data (written by an older version): a change of the "
-                          "data since then cannot be detected; the next checkpoints record them", path)
-            return None
-        differ = changed(recorded, now)
-        if not differ:
-            return None
-        more = f" (and {', '.join(differ[1:])})" if differ[1:] else ""
-        return (f"{corpus.path / differ[0]}{more} differs from the data {path} was trained on "
-                f"({short(recorded[differ[0]])} then, {short(now[differ[0]])} now)",
-                "restore the data it was trained on")
-
-    def _load(self, ckpt: dict[str, Any], path: Path) -> None:
-        self.model.load_state_dict(ckpt["model"])
-        fresh_groups = [dict(g) for g in self.optimizer.param_groups]
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        for group, fresh in zip(self.optimizer.param_groups, fresh_groups, strict=True):
-            # the current config's decay and multipliers win over the saved ones
-            group["weight_decay"], group["lr_mult"] = fresh["weight_decay"], fresh["lr_mult"]
-        self.scaler.load_state_dict(ckpt["scaler"])
-        try:
-            self.train_iter.load_state_dict(ckpt["iterator"])
-        except ValueError as err:
-            raise ckpt_io.CheckpointError(f"{path}: {err}") from err
-        self.step = int(ckpt["step"])
-        self.tokens_seen = int(ckpt["tokens_seen"])
-        self.best_val = float(ckpt["best_val"])
-        self._last_saved_step = self.step
-        if "log_window" in ckpt:  # the first log line after a resume averages a full window
-            self.window = _Window.from_state(ckpt["log_window"])
-
-        full = ModelState.from_state_dict(ckpt["memory"])
-        if full.batch_size != self.cfg.data.batch_size:
-            raise ckpt_io.CheckpointError(
-                f"{path} holds the memory of {full.batch_size} lanes but data.batch_size is "
-                f"{self.cfg.data.batch_size}: resume with the same global batch size"
-            )
-        # Re-shard by lanes: works for any world size and grad_accum dividing the global batch.
-        start, n = self.env.rank * self.local_lanes, self.chunk_lanes
-        self.states = [
-            full.select_lanes(start + i * n, start + (i + 1) * n).to(self.device)
-            for i in range(self.cfg.train.grad_accum)
-        ]
-        rng = ckpt["rng"]
-        if len(rng) == self.env.world_size:
-            ckpt_io.restore_rng(rng[self.env.rank])
-        else:
-            self.log.warning(
-                "%s was written by %d ranks, this run has %d: memory and data position are re-sharded "
-                "exactly, but dropout streams are re-seeded (the continuation is not bit-for-bit)",
-                path, len(rng), self.env.world_size,
-            )
-            ckpt_io.seed_all(self.cfg.train.seed + 7919 * self.step + self.env.rank)
-
-    def save_checkpoint(self, names: list[str]) -> None:
-        """Gather every rank's memory and RNG state and write them (rank 0) under each of `names`.
-
-        Refuses (TrainingError) when any weight, optimizer state or memory value is not finite: such a
-        file would be resumed from and called good. A full disk raises DiskFullError naming the intact
-        previous checkpoint.
-        """
-        local = ModelState.cat_lanes(self.states).state_dict()
-        local = {k: v.detach().cpu() for k, v in local.items()}
-        bad = ckpt_io.all_finite({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                                  "memory": local})
-        flag = torch.tensor([float(len(bad))], device=self.device)
-        all_reduce_sum(flag)  # every rank stops together
-        if flag.item() > 0:
-            where = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "") if bad else "another rank's state"
-            raise TrainingError(
-                f"step {self.step}: non-finite values in {where}; no checkpoint written; "
-                f"{self._last_good_text()}. "
-                "Lower optim.lr, raise optim.eps, tighten optim.clip or use precision fp32, then resume."
-            )
-        gathered = gather_to_main({"memory": local, "rng": ckpt_io.capture_rng()}, self.env)
-        if self.env.is_main:
-            memory = ModelState.cat_lanes([ModelState.from_state_dict(g["memory"]) for g in gathered])
-            ckpt = {
-                "format_version": ckpt_io.FORMAT_VERSION,
-                "run_id": self.run_id,
-                "step": self.step,
-                "tokens_seen": self.tokens_seen,
-                "best_val": self.best_val,
-                "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "scaler": self.scaler.state_dict(),
-                "iterator": self.train_iter.state_dict(),
-                "memory": memory.state_dict(),
-                "rng": [g["rng"] for g in gathered],
-                "log_window": self.window.state_dict(),
-                "world_size": self.env.world_size,
-                "config": self.cfg.to_dict(),
-                "dataset": self.corpus.name,
-                "data_files": self.data_files,
-                "vocab": self.vocab.to_dict(),
-                "vocab_digest": self.vocab.digest(),
-                "versions": ckpt_io.versions(),
-            }
-            for name in names:
-                try:
-                    ckpt_io.save_atomic(ckpt, self.run_dir / name)
-                except OSError as err:
-                    if not DiskFullError.matches(err):
-                        raise
-                    raise DiskFullError.from_os_error(err, self._last_good_text()) from err
-            periodic = [n for n in names if ckpt_io.CKPT_RE.match(n)]
-            if periodic:
-                self.last_good = self.run_dir / periodic[-1]
-                ckpt_io.rotate(self.run_dir, self.cfg.train.keep_last, self.run_id, self.step)
-            self.log.info("checkpoint step %d -> %s", self.step, ", ".join(names))
-        self._last_saved_step = self.step
-        barrier()
-
-    def _last_good_text(self) -> str:
-        if self.last_good is not None and self.last_good.is_file():
-            return f"the last good checkpoint is {self.last_good}"
-        return "no good checkpoint of this run was written yet"
-
-    # --------------------------------------------------------------------------------------------
     # The step.
 
     def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, bool]]:
@@ -598,7 +302,7 @@ class Trainer:
         finished run only reports its final numbers."""
         if self.finished is not None:
             try:
-                return self._report_finished()
+                return self.folder.report_finished(self.finished, self.cfg.train.max_steps, self.metric_name)
             finally:
                 self.close()
         tc = self.cfg.train
@@ -642,6 +346,7 @@ class Trainer:
                     result["valid"] = self._validate()
                 if tc.ckpt_interval and self.step % tc.ckpt_interval == 0 or self.step == tc.max_steps:
                     self.save_checkpoint([ckpt_io.ckpt_path(self.run_dir, self.step).name])
+                self.folder.settle_best(self.step)
                 if self._stop_requested():
                     bar.close()
                     if self._last_saved_step != self.step:
@@ -655,6 +360,7 @@ class Trainer:
             bar.close()
             if self._last_saved_step != self.step:
                 self.save_checkpoint([ckpt_io.ckpt_path(self.run_dir, self.step).name])
+            self.folder.settle_best(self.step, final=True)
             result["test"] = self._test()
             result["step"] = self.step
             self._check_final(result)
@@ -670,7 +376,7 @@ class Trainer:
             loss = result.get(split, {}).get("loss")
             if loss is not None and not math.isfinite(loss):
                 raise TrainingError(f"the final {split} loss is {loss}: the run diverged; "
-                                    f"{self._last_good_text()}")
+                                    f"{self.folder.last_good_text()}")
 
     def _bad_step(self, loss: float, grad_norm: float) -> None:
         self.bad_steps += 1
@@ -683,8 +389,8 @@ class Trainer:
         if self.bad_steps > self.cfg.train.max_bad_steps:
             raise TrainingError(
                 f"{self.bad_steps} consecutive non-finite steps (train.max_bad_steps="
-                f"{self.cfg.train.max_bad_steps}): stopping; {self._last_good_text()}. Lower optim.lr, use "
-                "precision fp32 or bf16, or tighten optim.clip, then resume."
+                f"{self.cfg.train.max_bad_steps}): stopping; {self.folder.last_good_text()}. Lower optim.lr, "
+                "use precision fp32 or bf16, or tighten optim.clip, then resume."
             )
 
     def _log_train(self, window: _Window, lr: float) -> None:
@@ -705,7 +411,7 @@ class Trainer:
         self.writer.scalars(self.step, scalars)
         self.log.info(
             "step %d | loss %s | %s %s | lr %.3e | grad norm %.3f | %.0f tok/s", self.step,
-            _fmt(loss), name, _fmt(value), lr, window.mean_norm(), window.tokens_per_s(),
+            fmt(loss), name, fmt(value), lr, window.mean_norm(), window.tokens_per_s(),
         )
 
     def _eval(self, split: str, max_tokens: int | None) -> EvalResult:
@@ -737,8 +443,8 @@ class Trainer:
         if not math.isfinite(res.nll):  # the weights are broken: stop before any checkpoint holds them
             self._report("valid", res)
             raise TrainingError(f"step {self.step}: the validation loss is {res.nll}: the run diverged; "
-                                f"{self._last_good_text()}. Lower optim.lr or use precision fp32 or bf16, "
-                                "then resume.")
+                                f"{self.folder.last_good_text()}. Lower optim.lr or use precision fp32 or "
+                                "bf16, then resume.")
         improved = res.nll < self.best_val
         if improved:
             self.best_val = res.nll
@@ -762,6 +468,139 @@ class Trainer:
             extra = {"weights": "best", "best_step": int(ckpt["step"])}
         res = self._eval("test", self.cfg.eval.test_max_tokens)
         return self._report("test", res, extra)
+
+    # --------------------------------------------------------------------------------------------
+    # Resume and checkpoints (which file, and what is moved aside: `RunFolder`).
+
+    def _resume(self, resume: str, overwrite: bool) -> bool:
+        """Load the checkpoint that `resume` ("auto", "never" or a path) selects; True when one was loaded.
+        Which one, and what is moved aside, is the run folder's decision (`RunFolder.select`)."""
+        found = self.folder.select(resume, overwrite)
+        if found is None:
+            return False
+        path, ckpt = found
+        self.folder.check_compatible(ckpt, path, resume, self._check_compatible)
+        self._check_data(ckpt, path)
+        self._load(ckpt, path)
+        self.folder.set_aside(ckpt.get("run_id"), self.step, keep=path)
+        self.run_id = ckpt.get("run_id") or self.run_id
+        self.folder.last_good = path
+        self.log.info("resumed from %s at step %d (%d tokens seen)", path, self.step, self.tokens_seen)
+        return True
+
+    def _check_compatible(self, ckpt: dict[str, Any], path: Path) -> None:
+        """Refuse (CheckpointError) a checkpoint of another architecture or vocabulary than this run's."""
+        ckpt_io.check_compatible(ckpt, asdict(self.cfg.model), self.vocab.digest(), path)
+
+    def _check_data(self, ckpt: dict[str, Any] | None, path: Path | None) -> None:
+        """The data must be what `ckpt` was trained on (or, afresh, what getdata.sh prepared); see
+        `RunFolder.check_data`."""
+        self.data_files, self._data_change = self.folder.check_data(self.corpus, ckpt, path,
+                                                                    self.allow_data_change)
+
+    def _load(self, ckpt: dict[str, Any], path: Path) -> None:
+        """Restore the trainer from `ckpt` (the inverse of `_checkpoint`)."""
+        self.model.load_state_dict(ckpt["model"])
+        fresh_groups = [dict(g) for g in self.optimizer.param_groups]
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        for group, fresh in zip(self.optimizer.param_groups, fresh_groups, strict=True):
+            # the current config's decay and multipliers win over the saved ones
+            group["weight_decay"], group["lr_mult"] = fresh["weight_decay"], fresh["lr_mult"]
+        self.scaler.load_state_dict(ckpt["scaler"])
+        try:
+            self.train_iter.load_state_dict(ckpt["iterator"])
+        except ValueError as err:
+            raise ckpt_io.CheckpointError(f"{path}: {err}") from err
+        self.step = int(ckpt["step"])
+        self.tokens_seen = int(ckpt["tokens_seen"])
+        self.best_val = float(ckpt["best_val"])
+        self._last_saved_step = self.step
+        if "log_window" in ckpt:  # the first log line after a resume averages a full window
+            self.window = _Window.from_state(ckpt["log_window"])
+        self.states = self._shard_memory(ModelState.from_state_dict(ckpt["memory"]), path)
+        self._load_rng(ckpt["rng"], path)
+
+    def _shard_memory(self, full: ModelState, path: Path) -> list[ModelState]:
+        """This rank's micro-batches of the global batch's memory, cut by lanes: works for any world size
+        and grad_accum dividing the global batch."""
+        if full.batch_size != self.cfg.data.batch_size:
+            raise ckpt_io.CheckpointError(
+                f"{path} holds the memory of {full.batch_size} lanes but data.batch_size is "
+                f"{self.cfg.data.batch_size}: resume with the same global batch size"
+            )
+        start, n = self.env.rank * self.local_lanes, self.chunk_lanes
+        return [full.select_lanes(start + i * n, start + (i + 1) * n).to(self.device)
+                for i in range(self.cfg.train.grad_accum)]
+
+    def _load_rng(self, rng: list[dict[str, Any]], path: Path) -> None:
+        """This rank's RNG states; another world size cannot continue the same dropout streams."""
+        if len(rng) == self.env.world_size:
+            ckpt_io.restore_rng(rng[self.env.rank])
+            return
+        self.log.warning(
+            "%s was written by %d ranks, this run has %d: memory and data position are re-sharded "
+            "exactly, but dropout streams are re-seeded (the continuation is not bit-for-bit)",
+            path, len(rng), self.env.world_size,
+        )
+        ckpt_io.seed_all(self.cfg.train.seed + 7919 * self.step + self.env.rank)
+
+    def save_checkpoint(self, names: list[str]) -> None:
+        """Gather every rank's memory and RNG state and write them (rank 0) under each of `names`.
+
+        Refuses (TrainingError) when any weight, optimizer state or memory value is not finite: such a
+        file would be resumed from and called good. A full disk raises DiskFullError naming the intact
+        previous checkpoint.
+        """
+        local = {k: v.detach().cpu() for k, v in ModelState.cat_lanes(self.states).state_dict().items()}
+        self._check_finite(local)
+        gathered = gather_to_main({"memory": local, "rng": ckpt_io.capture_rng()}, self.env)
+        if self.env.is_main:
+            memory = ModelState.cat_lanes([ModelState.from_state_dict(g["memory"]) for g in gathered])
+            ckpt = self._checkpoint(memory, [g["rng"] for g in gathered])
+            self.folder.write(ckpt, names, self.cfg.train.keep_last)
+        if ckpt_io.BEST in names:
+            self.folder.best_written()
+        self._last_saved_step = self.step
+        barrier()
+
+    def _check_finite(self, memory: dict[str, torch.Tensor]) -> None:
+        """TrainingError on every rank when any rank's weights, optimizer state or `memory` hold NaN/inf."""
+        bad = ckpt_io.all_finite({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                                  "memory": memory})
+        flag = torch.tensor([float(len(bad))], device=self.device)
+        all_reduce_sum(flag)  # every rank stops together
+        if flag.item() > 0:
+            where = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "") if bad else "another rank's state"
+            raise TrainingError(
+                f"step {self.step}: non-finite values in {where}; no checkpoint written; "
+                f"{self.folder.last_good_text()}. "
+                "Lower optim.lr, raise optim.eps, tighten optim.clip or use precision fp32, then resume."
+            )
+
+    def _checkpoint(self, memory: ModelState, rng: list[dict[str, Any]]) -> dict[str, Any]:
+        """Everything needed to continue bit for bit, given the global batch's `memory` and every rank's
+        `rng` (rank 0)."""
+        return {
+            "format_version": ckpt_io.FORMAT_VERSION,
+            "run_id": self.run_id,
+            "step": self.step,
+            "tokens_seen": self.tokens_seen,
+            "best_val": self.best_val,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "iterator": self.train_iter.state_dict(),
+            "memory": memory.state_dict(),
+            "rng": rng,
+            "log_window": self.window.state_dict(),
+            "world_size": self.env.world_size,
+            "config": self.cfg.to_dict(),
+            "dataset": self.corpus.name,
+            "data_files": self.data_files,
+            "vocab": self.vocab.to_dict(),
+            "vocab_digest": self.vocab.digest(),
+            "versions": ckpt_io.versions(),
+        }
 
     # --------------------------------------------------------------------------------------------
     # Pre-emption.
@@ -837,66 +676,11 @@ class _Window:
         return self.tokens / max(time.time() - self.t0, 1e-9)
 
 
-def _fmt(x: Any) -> str:
-    return f"{x:.4f}" if isinstance(x, (int, float)) else "n/a"
-
-
 def _is_tty(stream: Any) -> bool:
     try:
         return bool(stream.isatty())
     except (AttributeError, ValueError):
         return False
-
-
-def _run_files(run_dir: Path) -> list[Path]:
-    """The files an earlier run left in `run_dir` (train.log stays: it is appended to)."""
-    if not run_dir.is_dir():
-        return []
-    return sorted(
-        p for p in run_dir.iterdir()
-        if ckpt_io.CKPT_RE.match(p.name) or p.name in (ckpt_io.BEST, "metrics.jsonl", "config.yaml")
-        or p.name.startswith("events.out.tfevents.")
-    )
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The records of metrics.jsonl ([] when there is none); a damaged line is skipped."""
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
-
-
-def truncate_metrics(path: Path, step: int) -> int:
-    """Drop the records of metrics.jsonl after `step` (and any half-written line); returns how many."""
-    if not path.is_file():
-        return 0
-    kept, dropped = [], 0
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-            keep = isinstance(record, dict) and int(record.get("step", 0)) <= step
-        except (ValueError, TypeError):
-            keep = False
-        if keep:
-            kept.append(line + "\n")
-        else:
-            dropped += 1
-    if dropped:
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        try:
-            tmp.write_text("".join(kept), encoding="utf-8")
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-    return dropped
 
 
 def _parameter_estimate(m: Any) -> int:
