@@ -4,8 +4,8 @@
 # 2K tokens, initialised from stage 1's best.pt), then greedy retrieval with the state streamed, of
 # stage 2's last checkpoint (the end of its cosine schedule), in the filler and in real text.
 #
-#   bash scripts/passkey_cpu.sh [--out-dir runs/passkey] [--seeds 1111,2222,3333] [--eval full|short|none]
-#                               [ROW ...]
+#   bash scripts/passkey_cpu.sh [--out-dir runs/passkey] [--results-dir OUT/results] [--seeds 1111,2222,3333]
+#                               [--eval full|short|screen|screen-short|none] [ROW ...]
 #
 # ROW: infini (the paper's memory; default), xl (mem_len 64 = one segment), none, or infini with memory
 # options joined by '+': gate, corrected, dpfp, l2 (e.g. infini+gate). Each seed sets train.seed and the
@@ -15,73 +15,129 @@
 # (100 keys per cell), 32K (20), 128K and 1M (10); text of the valid and the test split at 2K, 8K (100)
 # and 32K (20); training-split text at 128K and 1M (10); and the memory probe (scripts/memory_probe.py)
 # in both haystacks from 2K to 1M. --eval short (default for xl and none, which reach no key beyond
-# their window): the filler and valid text at 2K and 8K, 20 keys. A finished stage or evaluation is not
-# run again; an interrupted training resumes where it stopped. --out is the old name of --out-dir.
-# PY=/path/to/python chooses the interpreter (default: .venv).
+# their window): the filler and valid text at 2K and 8K, 20 keys. --eval screen: stage 1 only, the
+# options' screen of docs/passkey.md: stage 1's last checkpoint in the filler and in valid text at 1K,
+# 2K, 8K and 32K (10 keys at depths 0, 0.5 and 1) and the probe in the filler from 2K to 128K;
+# --eval screen-short: the same at 1K and 2K without the probe (reproduce_results.sh --quick).
+#
+# Every evaluation is a results record, RESULTS/ROW/seed-SEED/NAME.json (--results-dir, default
+# OUT/results; results/passkey and results/passkey-screen are the committed ones): filler-2k-8k,
+# filler-32k, filler-long, text-valid-2k-8k, text-valid-32k, text-test-2k-8k, text-test-32k,
+# text-train-long, probe-filler, probe-text (screen: filler-1k-32k, text-valid-1k-32k, probe-filler;
+# screen-short: filler-1k-2k, text-valid-1k-2k). An evaluation whose record exists is not run again, and
+# a row and seed whose records all exist is not trained either, so the grid can be spread over
+# sessions and machines; an interrupted training resumes where it stopped. --out is the old name of
+# --out-dir. PY=/path/to/python chooses the interpreter (default: .venv).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+args=("$@")
 out=runs/passkey
+resdir=""
 seeds=1111
 eval_mode=""
 rows=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --out-dir|--out) out=$2; shift 2 ;;
+        --results-dir) resdir=$2; shift 2 ;;
         --seeds) seeds=$2; shift 2 ;;
         --eval) eval_mode=$2; shift 2 ;;
-        -h|--help) sed -n 2,20p "$0"; exit 0 ;;
+        -h|--help) sed -n 2,30p "$0"; exit 0 ;;
         -*) echo "error: unknown argument $1 (see --help)" >&2; exit 2 ;;
         *) rows+=("$1"); shift ;;
     esac
 done
-case "$eval_mode" in ""|full|short|none) ;; *) echo "error: --eval must be full, short or none, got $eval_mode" >&2; exit 2 ;; esac
+case "$eval_mode" in
+    ""|full|short|screen|screen-short|none) ;;
+    *) echo "error: --eval must be full, short, screen, screen-short or none, got $eval_mode" >&2; exit 2 ;;
+esac
 [ ${#rows[@]} -gt 0 ] || rows=(infini)
 . scripts/python.sh
+# The records name this command (provenance.via): the one that reproduces them.
+export INFINI_RESULTS_VIA="$(command_line bash scripts/passkey_cpu.sh "${args[@]}")"
 require_modules torch yaml
 # Each row's --set arguments (a bad row or seed is refused here, before any training).
 plan=$("$PY" scripts/compare_table.py --plan "$(IFS=,; echo "${rows[*]}")" --seeds "$seeds" \
        --config configs/passkey_cpu.yaml) || exit 2
 [ -f data/enwik8-sample/train.npy ] || bash getdata.sh enwik8-sample
 
-evaluate() {  # evaluate NAME ARGS...: one passkey evaluation into $run/eval/NAME, skipped when done
+resdir=${resdir:-$out/results}
+
+evaluate() {  # evaluate NAME ARGS...: one passkey evaluation into $run/eval/NAME and its record $rec/NAME.json
     local name=$1; shift
-    [ -f "$run/eval/$name/passkey.json" ] && return 0
+    [ -f "$rec/$name.json" ] && return 0
     echo "== $row, seed $seed: $name"
-    "$PY" scripts/passkey.py eval --checkpoint "$last" --no-exact-rss --out-dir "$run/eval/$name" "$@" \
-        | grep -E '^\| [0-9]' | head -n 8
+    "$PY" scripts/passkey.py eval --checkpoint "$last" --no-exact-rss --out-dir "$run/eval/$name" \
+        --results "$rec/$name.json" "$@" | awk '/^\| [0-9]/ && n++ < 8'  # reads all: no SIGPIPE
 }
 
-probe() {  # probe NAME ARGS...: the memory probe into $run/eval/NAME, skipped when done
+probe() {  # probe NAME ARGS...: the memory probe into $run/eval/NAME and its record $rec/NAME.json
     local name=$1; shift
-    [ -f "$run/eval/$name/memory_probe.json" ] && return 0
+    [ -f "$rec/$name.json" ] && return 0
     echo "== $row, seed $seed: $name"
-    "$PY" scripts/memory_probe.py --checkpoint "$last" --out-dir "$run/eval/$name" "$@" | tail -n 3
+    "$PY" scripts/memory_probe.py --checkpoint "$last" --out-dir "$run/eval/$name" --results "$rec/$name.json" \
+        "$@" | tail -n 3
+}
+
+records() {  # records MODE: the names of the records MODE makes for $row
+    local infini=""
+    [ "${row%%+*}" = infini ] && infini=1
+    case "$1" in
+        short) echo filler-2k-8k text-valid-2k-8k ;;
+        full) echo filler-2k-8k filler-32k filler-long text-valid-2k-8k text-valid-32k text-test-2k-8k \
+                   text-test-32k text-train-long ${infini:+probe-filler probe-text} ;;
+        screen) echo filler-1k-32k text-valid-1k-32k ${infini:+probe-filler} ;;
+        screen-short) echo filler-1k-2k text-valid-1k-2k ;;
+    esac
 }
 
 while IFS=$'\t' read -r row seed extra; do
     run=$out/$row/seed-$seed
+    rec=$resdir/$row/seed-$seed
     read -r -a sets <<< "$extra"
+    mode=$eval_mode
+    [ -n "$mode" ] || case "$row" in infini*) mode=full ;; *) mode=short ;; esac
+    missing=0
+    for name in $(records "$mode"); do [ -f "$rec/$name.json" ] || missing=1; done
+    if [ "$mode" != none ] && [ $missing = 0 ]; then
+        echo "== $row, seed $seed: done (every record of --eval $mode is in $rec)"
+        continue
+    fi
     echo "== $row, seed $seed: stage 1 (configs/passkey_cpu.yaml) -> $run/stage1"
     "$PY" scripts/passkey.py train --config configs/passkey_cpu.yaml --run-dir "$run/stage1" --no-progress \
         "${sets[@]}" --set "train.seed=$seed" --set "passkey.seed=$seed"
+    case "$mode" in
+        screen|screen-short)
+            # Stage 1's last checkpoint (its step 2,000), as the options were screened.
+            last=$(ls "$run"/stage1/ckpt_*.pt | sort | tail -n 1)
+            lengths=1k,2k,8k,32k
+            [ "$mode" = screen ] || lengths=1k,2k
+            tag=1k-${lengths##*,}
+            evaluate "filler-$tag" --lengths "$lengths" --depths 0,0.5,1 --instances 10
+            evaluate "text-valid-$tag" --lengths "$lengths" --depths 0,0.5,1 --instances 10 --haystack text \
+                --haystack-split valid
+            if [ "$mode" = screen ] && [ "${row%%+*}" = infini ]; then
+                probe probe-filler --lengths 2k,8k,32k,128k --keys 4
+            fi
+            continue ;;
+    esac
     echo "== $row, seed $seed: stage 2 (configs/passkey_cpu_2k.yaml) -> $run/stage2"
     "$PY" scripts/passkey.py train --config configs/passkey_cpu_2k.yaml --run-dir "$run/stage2" --no-progress \
         --init "$run/stage1/best.pt" "${sets[@]}" --set "train.seed=$seed" --set "passkey.seed=$((seed + 1))"
     # The last checkpoint, not best.pt: 32 validation instances rank checkpoints too coarsely.
     last=$(ls "$run"/stage2/ckpt_*.pt | sort | tail -n 1)
-    mode=$eval_mode
-    [ -n "$mode" ] || case "$row" in infini*) mode=full ;; *) mode=short ;; esac
     case "$mode" in
         short)
-            evaluate filler --lengths 2k,8k --instances 20
-            evaluate text-valid --lengths 2k,8k --instances 20 --haystack text --haystack-split valid ;;
+            evaluate filler-2k-8k --lengths 2k,8k --instances 20
+            evaluate text-valid-2k-8k --lengths 2k,8k --instances 20 --haystack text --haystack-split valid ;;
         full)
-            evaluate filler --lengths 2k,8k --instances 100
+            evaluate filler-2k-8k --lengths 2k,8k --instances 100
             evaluate filler-32k --lengths 32k --instances 20
             evaluate filler-long --lengths 128k,1m --instances 10
             for split in valid test; do
-                evaluate "text-$split" --lengths 2k,8k --instances 100 --haystack text --haystack-split "$split"
+                evaluate "text-$split-2k-8k" --lengths 2k,8k --instances 100 --haystack text \
+                    --haystack-split "$split"
                 evaluate "text-$split-32k" --lengths 32k --instances 20 --haystack text --haystack-split "$split"
             done
             evaluate text-train-long --lengths 128k,1m --instances 10 --haystack text --haystack-split train

@@ -161,3 +161,62 @@ def test_slurm_script_does_not_requeue_a_run_that_ends_by_itself(tmp_path):
     output, _ = proc.communicate(timeout=180)
     assert proc.returncode != 0 and "did you mean 'optim.lr'" in output
     assert "requeue" not in (tmp_path / "scontrol.log").read_text()
+
+
+# ------------------------------------------------------------------------------------------------
+# Results records written by the scripts' programs
+
+
+@pytest.mark.slow
+def test_compare_memory_writes_records_and_skips_a_recorded_run(tmp_path):
+    """compare_memory.sh at a tiny size: each run's train.json, context_curve.json and test.json are
+    records that name the script's command (provenance.via); the table is rendered from them; a run
+    whose test.json exists is not trained again, even with its run folder gone."""
+    from infiniattention.training.results import read_result
+
+    tree = _tree_without_venv(tmp_path / "tree")
+    env = {**subprocess_env(), "PY": sys.executable}
+    tiny = ["--set", "model.n_layer=1", "--set", "model.d_model=16", "--set", "model.n_head=2", "--set",
+            "model.d_head=8", "--set", "model.d_inner=32", "--set", "data.batch_size=4", "--set",
+            "data.tgt_len=64", "--set", "eval.batch_size=16", "--set", "train.eval_interval=0", "--set",
+            "train.ckpt_interval=0", "--set", "eval.max_tokens=256", "--set", "eval.test_max_tokens=256",
+            "--set", "optim.warmup_steps=0"]
+    cmd = ["bash", "scripts/compare_memory.sh", "--rows", "infini", "--seeds", "7", "--budget-steps", "2",
+           "--out-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "res"), *tiny]
+    proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rec = tmp_path / "res" / "infini" / "seed-7"
+    kinds = {name: read_result(rec / f"{name}.json") for name in ("train", "context_curve", "test")}
+    assert {n: r["kind"] for n, r in kinds.items()} == {"train": "train", "context_curve": "context_curve",
+                                                         "test": "compare"}
+    for r in kinds.values():
+        assert r["provenance"]["via"].startswith("bash scripts/compare_memory.sh --rows infini --seeds 7")
+    assert kinds["train"]["result"]["step"] == 2 and kinds["test"]["result"]["seed"] == 7
+    assert kinds["train"]["provenance"]["command"].startswith("train.py --config configs/tiny.yaml")
+    assert f"{kinds['test']['result']['test_bpc']:.4f}" in proc.stdout  # the table, from the records
+    assert (tmp_path / "runs" / "compare.json").is_file() and not (tmp_path / "res" / "compare.json").exists()
+    shutil.rmtree(tmp_path / "runs")
+    proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"== infini, seed 7: done ({tmp_path / 'res'}/infini/seed-7/test.json exists)" in proc.stdout
+    assert not (tmp_path / "runs" / "infini").exists()
+
+
+@pytest.mark.slow
+def test_demo_writes_its_train_and_test_records(tmp_path):
+    from infiniattention.training.results import read_result
+
+    tree = _tree_without_venv(tmp_path / "tree")
+    env = {**subprocess_env(), "PY": sys.executable, "RUN": str(tmp_path / "run"),
+           "RESULTS": str(tmp_path / "res" / "demo")}
+    tiny = ["--set", "model.n_layer=1", "--set", "model.d_model=16", "--set", "model.n_head=2", "--set",
+            "model.d_head=8", "--set", "model.d_inner=32", "--set", "data.batch_size=4", "--set",
+            "train.max_steps=2", "--set", "train.eval_interval=0", "--set", "eval.batch_size=16"]
+    proc = subprocess.run(["bash", "scripts/demo.sh", *tiny], cwd=tree, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    train, test = (read_result(tmp_path / "res" / "demo" / f"{n}.json") for n in ("train", "test"))
+    assert train["kind"] == "train" and train["result"]["step"] == 2
+    assert test["kind"] == "eval" and test["result"]["split"] == "test" and test["result"]["tokens"] > 40_000
+    assert test["provenance"]["via"] == "bash scripts/demo.sh " + " ".join(tiny)
+    assert test["provenance"]["command"].startswith("eval.py --checkpoint")
