@@ -169,8 +169,9 @@ def test_passkey_table_gives_the_lowest_accuracy_over_the_seeds(tmp_path):
         folder = run / "eval" / name
         folder.mkdir(parents=True)
         cells = [{"depth": d, "accuracy": a} for d, a in zip((0.0, 1.0), accs, strict=True)]
+        haystack = "enwik8-sample/train" if name.startswith("text-train") else "filler"
         folder.joinpath("passkey.json").write_text(json.dumps(
-            {"depths": [0.0, 1.0], "instances": keys,
+            {"depths": [0.0, 1.0], "instances": keys, "haystack": haystack,
              "rows": [{"length": length, "cells": cells, "haystack_wraps": wraps}]}))
 
     def probe(run, traces):
