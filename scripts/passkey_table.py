@@ -1,6 +1,7 @@
 """The tables (and heat-maps) of scripts/passkey_cpu.sh, over its rows and seeds.
 
     python scripts/passkey_table.py results/passkey [--rows infini,infini+gate,xl,none] [--figures docs]
+                                    [--tables-dir runs/passkey]
     python scripts/passkey_table.py runs/passkey ...
 
 Reads OUT/ROW/seed-SEED/*.json, the results records of passkey_cpu.sh (kind passkey: what
@@ -12,8 +13,8 @@ options are chosen), one table per row: key accuracy per length and depth, the l
 claim must hold for every seed), with the seeds' mean in brackets and the number of keys per cell. Then
 the memory probe: the trace of the key in the layer that carries it most, by length (mean over the
 seeds), and its drop from the shortest to the longest length. Writes passkey_tables.md and
-passkey_tables.json to OUT; with --figures DIR and matplotlib, one heat-map per row and haystack
-(DIR/passkey_ROW_HAYSTACK.png, lowest accuracy over the seeds) and the probe's traces
+passkey_tables.json to OUT (or --tables-dir); with --figures DIR and matplotlib, one heat-map per row
+and haystack (DIR/passkey_ROW_HAYSTACK.png, lowest accuracy over the seeds) and the probe's traces
 (DIR/memory_probe.png).
 
 `render_accuracy`, `render_summary`, `render_probe` and `render_screen` are the tables that
@@ -392,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="rows in table order; absent ones are left out (default: every row folder of OUT, "
                    "the paper's memory and its variants first, then xl and none)")
     p.add_argument("--figures", help="folder for the heat-maps and the probe plot (default: none)")
+    p.add_argument("--tables-dir", help="folder for passkey_tables.md and .json (default: OUT; a results "
+                   "folder holds records only, so give another one for results/passkey)")
     args = p.parse_args(argv)
     out = Path(args.out)
     rows = [r for r in args.rows.split(",") if r] or order_rows([p.name for p in out.iterdir() if p.is_dir()]
@@ -425,9 +428,11 @@ def main(argv: list[str] | None = None) -> int:
                       "|---|---|---:|" + "---:|" * (len(lengths) + 2)] + probe_lines + [""]
     text = "\n".join(lines)
     print(text)
-    (out / "passkey_tables.md").write_text(text, encoding="utf-8")
-    (out / "passkey_tables.json").write_text(json.dumps({"rows": data, "probe": summaries}, indent=1) + "\n",
-                                             encoding="utf-8")
+    tables = Path(args.tables_dir) if args.tables_dir else out
+    tables.mkdir(parents=True, exist_ok=True)
+    (tables / "passkey_tables.md").write_text(text, encoding="utf-8")
+    summary = json.dumps({"rows": data, "probe": summaries}, indent=1)
+    (tables / "passkey_tables.json").write_text(summary + "\n", encoding="utf-8")
     if args.figures:
         folder = Path(args.figures)
         folder.mkdir(parents=True, exist_ok=True)

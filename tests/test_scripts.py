@@ -220,3 +220,69 @@ def test_demo_writes_its_train_and_test_records(tmp_path):
     assert test["kind"] == "eval" and test["result"]["split"] == "test" and test["result"]["tokens"] > 40_000
     assert test["provenance"]["via"] == "bash scripts/demo.sh " + " ".join(tiny)
     assert test["provenance"]["command"].startswith("eval.py --checkpoint")
+
+
+# ------------------------------------------------------------------------------------------------
+# scripts/reproduce_results.sh: its arguments and, with --dry-run, what each mode runs and writes
+
+
+def _reproduce(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "scripts/reproduce_results.sh", *args], cwd=cwd,
+                          env={**subprocess_env(), "PY": sys.executable}, capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--quick", "--full"], "error: --quick and --full exclude each other"),
+    (["--bogus"], "error: unknown argument --bogus (see --help)"),
+    (["--quick", "--only", "passkey"], "error: --only: unknown step passkey for this mode"),
+    (["--only", "demo,typo"], "error: --only: unknown step typo"),
+    (["--out-dir"], "error: --out-dir needs a folder"),
+])
+def test_reproduce_results_refuses_bad_arguments(args, message):
+    proc = _reproduce(REPO, *args)
+    assert proc.returncode == 2 and proc.stderr.startswith(message), proc.stderr
+
+
+def test_reproduce_results_help_names_the_modes():
+    proc = _reproduce(REPO, "--help")
+    assert proc.returncode == 0 and "--quick" in proc.stdout and "--full" in proc.stdout
+    assert "set -euo" not in proc.stdout
+
+
+def test_reproduce_quick_writes_only_into_its_out_folder(tmp_path):
+    out = tmp_path / "quick"
+    proc = _reproduce(REPO, "--quick", "--dry-run", "--out-dir", str(out))
+    assert proc.returncode == 0, proc.stderr
+    commands = [line[2:] for line in proc.stdout.splitlines() if line.startswith("+ ")]
+    written = [w.split("=", 1)[-1] for c in commands for w in c.split()
+               if w.startswith(("RESULTS=", str(out), "results"))]
+    assert written and all(w.startswith(str(out)) for w in written if w != "results"), written
+    assert commands[-1].endswith(f"scripts/results.py compare {out}/results --committed results")
+    steps = " ".join(commands)
+    assert f"RUN={out}/compare/infini/seed-1111 RESULTS={out}/results/demo bash scripts/demo.sh" in steps
+    assert "--rows infini,infini+gate,xl,none --seeds 1111 " in steps
+    assert "passkey_cpu.sh --eval screen-short" in steps and "--rounds 3 --steps 3 --no-memory" in steps
+    assert "configs/wt2_tiny.yaml" in steps and not (out / "durations.txt").exists()
+
+
+def test_reproduce_full_skips_what_results_holds_and_renders(tmp_path):
+    from test_train_utils import REPO as repo
+
+    from infiniattention.training.results import record, write_result
+
+    tree = _tree_without_venv(tmp_path / "tree")
+    shutil.copytree(repo / "bench", tree / "bench")
+    rec = record("eval", {"bpc": 2.7}, config=None, wall_s=1.0, command="x")
+    for rel in ("demo/test.json", "speed/small.json", "gates/infini/seed-1111/gates.json"):
+        write_result(tree / "results" / rel, rec)
+    proc = _reproduce(tree, "--full", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "==== skipped: results/demo/test.json already in results/" in out and "scripts/demo.sh" not in out
+    assert "bench_model.py --config configs/tiny.yaml" in out and "--config bench/small.yaml" not in out
+    assert "--results-dir results/compare" in out and "--seeds 1111,2222,3333" in out
+    assert "plot_gates.py --checkpoint runs/results/compare/infini+gate/seed-1111/best.pt" in out
+    assert "--checkpoint runs/results/compare/infini/seed-1111/best.pt" not in out
+    assert "--eval screen" in out and "infini+gate+corrected+dpfp+l2" in out
+    assert out.rstrip().endswith("scripts/results.py render")
