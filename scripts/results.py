@@ -7,7 +7,7 @@ against it, and a fresh run compared with it.
     python scripts/results.py list                          (what results/ holds, and every block)
     python scripts/results.py compare NEW [--committed results]
 
-A table that comes from results/ sits between markers in a Markdown file:
+A table that comes from results/ sits between markers in a Markdown file, each a line of its own:
 
     <!-- results:compare style=summary -->
     ...rendered, never edited by hand...
@@ -63,8 +63,9 @@ from data_utils.passkey import parse_length  # noqa: E402
 from infiniattention.training.results import Found, find_records  # noqa: E402
 
 DOC_FILES = ("README.md", "docs/*.md", "bench/RESULTS.md")
-OPEN = re.compile(r"<!-- results:([a-z0-9-]+)((?: [a-z_]+=[^\s>]+)*) -->")
+OPEN = re.compile(r"^<!-- results:([a-z0-9-]+)((?: [a-z_]+=[^\s>]+)*) -->[ \t]*$", re.M)
 CLOSE = "<!-- /results -->"
+CLOSE_LINE = re.compile(r"^<!-- /results -->[ \t]*$", re.M)
 
 
 @functools.cache
@@ -332,18 +333,22 @@ class Block:
 
 
 def find_blocks(path: Path, text: str) -> list[Block]:
-    """Every marked block of a file (an unclosed or nested marker is an error naming the file)."""
+    """Every marked block of a file; a marker is a line of its own. An unclosed block, a closing marker
+    without a block, or a line that starts like a marker but is not one is an error naming the file."""
     blocks, pos = [], 0
     while (m := OPEN.search(text, pos)) is not None:
-        end = text.find(CLOSE, m.end())
+        close = CLOSE_LINE.search(text, m.end())
         nested = OPEN.search(text, m.end())
-        if end < 0 or (nested is not None and nested.start() < end):
+        if close is None or (nested is not None and nested.start() < close.start()):
             line = text.count("\n", 0, m.start()) + 1
-            raise ValueError(f"{path}:{line}: results:{m.group(1)} has no {CLOSE} before the next block")
-        blocks.append(Block(path, m.group(1), m.group(2), m.end(), end))
-        pos = end + len(CLOSE)
-    if "<!-- results:" in OPEN.sub("", text):
-        raise ValueError(f"{path}: a '<!-- results:' marker that is not '<!-- results:NAME KEY=VALUE -->'")
+            raise ValueError(f"{path}:{line}: results:{m.group(1)} has no {CLOSE} line before the next block")
+        blocks.append(Block(path, m.group(1), m.group(2), m.end(), close.start()))
+        pos = close.end()
+    markers = [line for line in text.splitlines() if line.startswith(("<!-- results:", "<!-- /results"))]
+    if len(markers) != 2 * len(blocks):
+        raise ValueError(f"{path}: a line that starts like a results marker is not one, or a {CLOSE} has no "
+                         "block: a block is '<!-- results:NAME KEY=VALUE ... -->' ... '<!-- /results -->', "
+                         "each marker a line of its own")
     return blocks
 
 

@@ -266,7 +266,9 @@ def test_check_names_each_block_that_differs_or_cannot_render(tree, tmp_path, ca
     doc.write_text(doc.read_text().replace(f"{max(g[0]):.3f} |", "0.999 |", 1))  # a number typed by hand
     assert _render(tree, doc, "check") == 1
     assert capsys.readouterr().err.strip() == f"{doc}: results:gates differs from its rendering"
-    for bad, message in (("<!-- results:gates -->\n", "has no <!-- /results -->"),
+    for bad, message in (("<!-- results:gates -->\n", "has no <!-- /results --> line"),
+                         ("<!-- results:gates rows= -->\n<!-- /results -->\n", "starts like a results"),
+                         ("text\n<!-- /results -->\n", "starts like a results marker"),
                          ("<!-- results:bogus -->\n<!-- /results -->\n", "unknown block results:bogus"),
                          ("<!-- results:gates style=x -->\n<!-- /results -->\n", "takes no option style"),
                          ("<!-- results:gates rows=xl -->\n<!-- /results -->\n", "no record of row xl")):
