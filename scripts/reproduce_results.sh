@@ -6,11 +6,12 @@
 # Steps (--only; default: all of the mode's), with their time on an idle 2-core machine:
 #   demo      bash scripts/demo.sh: the CPU demo's test bpc (5 minutes)
 #   compare   scripts/compare_memory.sh: rows infini, OPTION (below), xl and none at the demo's budget,
-#             seeds 1111, 2222, 3333, each with its context curve (12 runs, about 75 minutes)
+#             seeds 1111, 2222, 3333, each with its context curve (12 runs, the demo's is infini
+#             seed 1111: about 70 minutes)
 #   gates     scripts/plot_gates.py on the compare runs infini and OPTION, seed 1111 (seconds)
 #   passkey   scripts/passkey_cpu.sh: infini and OPTION with seeds 1111, 2222, 3333 (the full grid and the
 #             memory probe), xl and none with seed 1111 (short grid) (about 16 hours)
-#   screen    scripts/passkey_cpu.sh --eval screen: the options' stage-1 screen, seed 1111 (about 75 minutes)
+#   screen    scripts/passkey_cpu.sh --eval screen: the options' stage-1 screen, seed 1111 (75 minutes)
 #   words     configs/wt2_tiny.yaml on the bundled WikiText-2 sample: its test perplexity (3 minutes)
 #   speed     bench/bench_model.py at the demo shape and at the small shape: the paper's memory, each
 #             option alone, all four and none, interleaved (on an otherwise idle machine; 6 minutes)
@@ -22,10 +23,10 @@
 #             record is there already is skipped, so --full can be spread over sessions and machines
 #             (commit results/ in between); runs into OUT (default runs/results), where an interrupted
 #             training resumes; then the figures into docs/ and `python scripts/results.py render`.
-#   --quick   the check of a fresh machine, at most 45 minutes (estimated from the times above): the
-#             demo, one seed (1111) of the compare (its infini run is the demo's), the gates, the screen
-#             of infini at 1K and 2K (--eval screen-short), the word-level starter and the speed ratios
-#             (3 rounds, no peak-memory runs). Runs and records into OUT (default runs/quick; never into
+#   --quick   the check of a fresh machine, at most 45 minutes (about 40, estimated from the times
+#             above): the demo, one seed (1111) of the compare, the gates, the screen of infini at 1K and
+#             2K (--eval screen-short), the word-level starter and the speed ratios (3 rounds, no
+#             peak-memory runs). Runs and records into OUT (default runs/quick; never into
 #             results/), then `python scripts/results.py compare OUT/results`: per number the committed
 #             value, the new one, the tolerance and "reproduced" or "differs" (OUT/quick.md); exit status
 #             1 when a number differs.
@@ -53,7 +54,7 @@ while [ $# -gt 0 ]; do
         --out-dir|--out) [ $# -ge 2 ] || { echo "error: $1 needs a folder" >&2; exit 2; }; out=$2; shift 2 ;;
         --only) [ $# -ge 2 ] || { echo "error: --only needs steps" >&2; exit 2; }; only=$2; shift 2 ;;
         --dry-run) dry=1; shift ;;
-        -h|--help) sed -n 2,36p "$0"; exit 0 ;;
+        -h|--help) sed -n 2,37p "$0"; exit 0 ;;
         *) echo "error: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -103,9 +104,8 @@ fi
 run bash getdata.sh enwik8-sample
 
 if wanted demo && ! recorded "$res/demo/test.json"; then
-    demo_run=$out/demo
-    [ "$mode" != quick ] || demo_run=$out/compare/infini/seed-1111  # the compare's infini run of seed 1111
-    timed demo env RUN="$demo_run" RESULTS="$res/demo" bash scripts/demo.sh
+    # The demo is the compare's infini run of seed 1111 (the same config and seed): trained once.
+    timed demo env RUN="$out/compare/infini/seed-1111" RESULTS="$res/demo" bash scripts/demo.sh
 fi
 if wanted compare; then
     rows="infini,$OPTION,xl,none"
