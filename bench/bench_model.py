@@ -308,7 +308,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     ap.add_argument("--modes", default="infini,xl,none",
                     help="comma-separated memory modes: infini, xl, none, or infini with options joined by "
-                    "'+' (gate, corrected, dpfp, l2), e.g. infini,infini+gate,infini+dpfp,none")
+                    "'+' (gate, corrected, deltanet, dpfp, l2), e.g. infini,infini+gate,infini+dpfp,none")
     ap.add_argument("--txl-repo", default=None, help="checkout of kimiyoung/transformer-xl to time as well")
     ap.add_argument("--compile", default="off", choices=["off", "on", "both"], help="torch.compile the model")
     ap.add_argument("--fast-dropout", default="off", choices=["off", "on", "both"],

@@ -22,7 +22,11 @@ are not matmuls, so they are not what a matmul ceiling measures). Per layer and 
   denominator floor ``phi(K) z``, ``phi(K) mass``: ``2 * 2 N dk``. ``dense`` counts what the layer
   computes for the delta rule with keys no wider than the segment (``memory.prefix_memories``):
   ``P_s = w^T W``, ``2 N dk^2``, and the ``(I - P_s) M_{s-1}`` product, ``2 dk^2 d``, in place of the
-  retrieval's ``2 N dk d``; wider keys compute eq. 9 as written (the model FLOPs);
+  retrieval's ``2 N dk d``; wider keys compute eq. 9 as written (the model FLOPs). ``normalizer:
+  none`` (DeltaNet) writes token by token, ``2 N dk d`` for the retrievals and ``2 N dk d`` for the
+  writes; ``dense`` counts its chunkwise WY form: the Gram matrix ``phi(K) phi(K)^T``, ``2 N^2 dk``,
+  then ``P_s``, ``U_s`` and the scan (or eq. 9's two products for wide keys) as above, and leaves out
+  the triangular solve (``N^2 (dk + d)``), which torch's counter does not count either;
 - the write gate (``write_gate``): ``2 D n_head`` per token;
 - output head: ``2 D V`` per token (adaptive softmax: the head cluster and the cluster logits).
 """
@@ -83,7 +87,13 @@ def forward_flops(cfg: ModelConfig, shape: StepShape, attention: str = "causal")
         full = T // N
         read = sum(2 * L * dk * (dh + 1) for L in segs)
         write = full * N * 2 * dk * dh
-        if cfg.update == "delta":
+        if cfg.normalizer == "none":  # DeltaNet: no z column in the retrieval
+            write += full * N * 2 * dk * dh
+            if attention == "dense":
+                write += full * 2 * N * N * dk  # the WY form's Gram matrix
+                if not 2 * N * dh < dk * (N + dh):
+                    write += full * (2 * N * dk * dk + 2 * dk * dk * dh - 2 * N * dk * dh)
+        elif cfg.update == "delta":
             write += full * N * 2 * dk * (dh + 1)
             if cfg.normalizer == "corrected":
                 write += full * 2 * 2 * N * dk

@@ -344,7 +344,33 @@ class PasskeyTaskConfig:
     filler sentences; validation then gives every other instance a haystack of validation text."""
     write_penalty: float = 0.0
     """Weight of the mean write gate (model.write_gate) in the loss: an L1 prior on the memory's writes,
-    so that what the answer does not need (filler, ordinary text) is written ever more weakly. 0: none."""
+    so that what the answer does not need (filler, ordinary text) is written ever more weakly. 0: none.
+    Its gradient through the sigmoid vanishes as a gate closes (d beta / d logit = beta (1 - beta)), so
+    it cannot take a write much below ~1e-2; `write_logit_penalty` can."""
+    write_logit_penalty: float = 0.0
+    """Weight of the mean of ``max(logit - write_logit_floor, 0)`` over every token's write-gate logit
+    (model.write_gate) in the loss: a constant push down on every logit above the floor, which takes
+    the writes the answer does not need to ``sigmoid(floor)`` (6e-6 at -12) rather than to ~1e-2, while
+    the answer's loss keeps the key sentence's writes open. 0: none."""
+    write_logit_floor: float = -12.0
+    """The logit below which `write_logit_penalty` stops pushing (sigmoid(-12) = 6.1e-6)."""
+    write_logit_penalty_from: int = 0
+    """First step of `write_logit_penalty`: a gate pushed shut before the retrieval circuit has
+    formed gives the answer's loss no gradient to open it again on the key sentence, so the CPU
+    recipe's stage 1 starts it after its curriculum."""
+    state_passing: float = 0.0
+    """State passing (Buitrago Ruiz & Gu 2025): the probability that a lane's memory is carried,
+    detached, into its next instance instead of starting empty. Each lane keeps its state from step to
+    step and resets with probability 1 - state_passing per instance, so the memory an instance starts
+    from has already streamed a geometric number of earlier lanes (instances with other keys, and
+    text): mean ``data.tgt_len * p / (1 - p)`` tokens. 0: every instance starts from an empty memory
+    (the default). Needs model.memory infini and data.tgt_len a multiple of model.segment_len.
+    Validation and evaluation always start from an empty memory."""
+    state_passing_from: int = 0
+    """First step at which a lane may carry its memory (state passing as post-training, as in Buitrago
+    Ruiz & Gu 2025): memories full of other instances' keys from the first step keep the retrieval
+    circuit from forming (measured: stage 1 with state passing from step 0 stayed at chance for 870
+    steps), so the CPU recipe's stage 1 starts it after its curriculum."""
     seed: int = 0
     """Seed of the instances and text offsets: lane g of step t draws from default_rng([seed, t, g])."""
     val_instances: int = 32
@@ -358,9 +384,13 @@ class PasskeyTaskConfig:
         if self.depth_min > self.depth_max:
             raise PasskeyError(f"passkey.depth_min {self.depth_min} > passkey.depth_max {self.depth_max}")
         if min(self.all_weight, self.copy_weight, self.curriculum_steps, self.val_instances,
-               self.write_penalty) < 0:
-            raise PasskeyError("passkey.all_weight, copy_weight, curriculum_steps, val_instances and "
-                               "write_penalty must be >= 0")
+               self.write_penalty, self.write_logit_penalty) < 0:
+            raise PasskeyError("passkey.all_weight, copy_weight, curriculum_steps, val_instances, "
+                               "write_penalty and write_logit_penalty must be >= 0")
+        if not 0.0 <= self.state_passing <= 1.0:
+            raise PasskeyError(f"passkey.state_passing must be in [0, 1], got {self.state_passing!r}")
+        if min(self.state_passing_from, self.write_logit_penalty_from) < 0:
+            raise PasskeyError("passkey.state_passing_from and write_logit_penalty_from must be >= 0")
         if self.min_len is not None and self.min_len <= 0:
             raise PasskeyError(f"passkey.min_len must be positive, got {self.min_len}")
 
@@ -376,13 +406,16 @@ class PasskeyTaskConfig:
 @dataclass
 class PasskeyBatch:
     """Inputs and targets ``[B, T]``, and the bool masks ``[B, T]`` of the targets that are answer digits
-    and digits of the key's second copy. Every lane starts a new document: the trainer resets the
-    memory before the batch."""
+    and digits of the key's second copy. Every lane starts a new document. ``carry [B]``: the lanes
+    whose memory is carried over from the previous batch (state passing); the trainer resets the
+    others. ``age [B]``: tokens the lane's memory has streamed before this batch (0 when reset)."""
 
     x: torch.Tensor
     y: torch.Tensor
     answer: torch.Tensor
     copy: torch.Tensor
+    carry: torch.Tensor
+    age: np.ndarray
 
 
 class PasskeyBatches:
@@ -412,6 +445,21 @@ class PasskeyBatches:
             raise PasskeyError(f"the training text ({len(text)} tokens) is shorter than one lane "
                                f"({self.max_len})")
         self.haystack = Haystack("train", text)
+        self.ages = np.zeros(self.local, dtype=np.int64)  # tokens in each local lane's memory
+
+    def carries(self, step: int, g: int) -> bool:
+        """Whether global lane g keeps its memory from step - 1 into step (state passing), from its own
+        generator, so that the lanes' instances are the same with and without state passing."""
+        p = self.task.state_passing
+        return step > 0 and step >= self.task.state_passing_from and p > 0 and \
+            bool(np.random.default_rng([self.task.seed, step, g, 7]).random() < p)
+
+    def age(self, step: int, g: int) -> int:
+        """Tokens that global lane g's memory has streamed before step (the consecutive carries)."""
+        n = 0
+        while step > 0 and self.carries(step, g):
+            n, step = n + self.tgt_len, step - 1
+        return n
 
     def lane(self, step: int, g: int) -> tuple[np.ndarray, np.ndarray]:
         """Tokens ``[tgt_len + 1]`` of global lane g, and the role of each of its ``tgt_len`` targets
@@ -445,11 +493,14 @@ class PasskeyBatches:
     def __iter__(self) -> Iterator[PasskeyBatch]:
         while True:
             lanes = [self.lane(self.step, self.first_lane + i) for i in range(self.local)]
+            carry = np.asarray([self.carries(self.step, self.first_lane + i) for i in range(self.local)])
+            self.ages = np.where(carry, self.ages + self.tgt_len, 0)
             self.step += 1  # advance before yielding: a state_dict taken after this batch resumes at the next
             ids = torch.from_numpy(np.stack([a for a, _ in lanes])).to(self.device)
             role = torch.from_numpy(np.stack([r for _, r in lanes])).to(self.device)
             x, y = ids[:, :-1].contiguous(), ids[:, 1:].contiguous()
-            yield PasskeyBatch(x, y, role == ANSWER, role == COPY)
+            yield PasskeyBatch(x, y, role == ANSWER, role == COPY, torch.from_numpy(carry).to(self.device),
+                               self.ages.copy())
 
     def state_dict(self) -> dict:
         """The position (plain ints, `weights_only`-safe) and the shape it belongs to."""
@@ -466,3 +517,6 @@ class PasskeyBatches:
                 raise ValueError(f"the checkpoint's passkey batches have {key}={d[key]}: resume with the "
                                  "same data.batch_size, data.tgt_len and passkey.seed")
         self.step = int(d["step"])
+        # the ages are a function of the step: the batch before `step` left these (0 without carries)
+        self.ages = np.asarray([self.age(self.step - 1, self.first_lane + i) for i in range(self.local)],
+                               dtype=np.int64)

@@ -11,7 +11,7 @@ UPDATE_RULES = ("delta", "linear")
 MEMORY_OPTIONS = ("normalizer", "feature", "key_norm", "write_gate")  # infini mode only
 # The words of a memory label (ModelConfig.memory_label) and the option each one sets.
 LABEL_WORDS = {"gate": ("write_gate", True), "corrected": ("normalizer", "corrected"),
-               "dpfp": ("feature", "dpfp"), "l2": ("key_norm", "l2")}
+               "deltanet": ("normalizer", "none"), "dpfp": ("feature", "dpfp"), "l2": ("key_norm", "l2")}
 POSITIONAL = ("rope", "xl", "none")
 ACTIVATIONS = ("relu", "gelu")
 
@@ -43,8 +43,10 @@ class ModelConfig:
     update: str = "delta"
     """Memory write rule: delta (eq. 9) or linear (eq. 8). Infini mode only."""
     normalizer: str = "sum"
-    """Memory normaliser z: sum (eq. 8, the paper) or corrected (ARMT: z grows by gamma phi(K),
-    gamma = clip(1 - z phi(K) / |phi(K)|^2, 0, 1), detached; needs update delta). Infini mode only."""
+    """Memory normaliser z: sum (eq. 8, the paper), corrected (ARMT: z grows by gamma phi(K),
+    gamma = clip(1 - z phi(K) / |phi(K)|^2, 0, 1), detached; needs update delta) or none (DeltaNet:
+    no z, the read is phi(Q) M and the delta rule writes token by token, computed per segment in the
+    chunkwise WY form; needs update delta and key_norm l2). Infini mode only."""
     feature: str = "elu"
     """Feature map of the memory's queries and keys: elu (the paper's ELU + 1) or dpfp (Schlag et al.
     2021, nu = 3: 6 x d_head features, so M has 6 x d_head rows). Infini mode only."""
@@ -130,6 +132,9 @@ class ModelConfig:
         if self.normalizer == "corrected" and self.update != "delta":
             raise ValueError("model.normalizer corrected needs model.update delta: with the linear rule M "
                              "grows without bound while the corrected z stops growing")
+        if self.normalizer == "none" and (self.update != "delta" or self.key_norm != "l2"):
+            raise ValueError("model.normalizer none (DeltaNet's memory) needs model.update delta and "
+                             f"model.key_norm l2, got update {self.update} and key_norm {self.key_norm}")
         _choice("pos", self.pos, POSITIONAL)
         _choice("activation", self.activation, ACTIVATIONS)
         if self.memory == "xl" and self.pos != "xl":

@@ -28,7 +28,7 @@ def memory_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 UPDATE_RULES = ("delta", "linear")
-NORMALIZERS = ("sum", "corrected")
+NORMALIZERS = ("sum", "corrected", "none")
 FEATURES = ("elu", "dpfp")
 KEY_NORMS = ("none", "l2")
 DPFP_NU = 3  # Schlag et al. (2021) and ARMT use nu = 3: 2 * 3 * d_head features
@@ -45,6 +45,13 @@ class MemoryOptions:
     ``normalizer``: ``sum`` is eq. 8's ``z = sum_t phi(K_t)``; ``corrected`` is ARMT's (Rodkin et al.
     2024): ``z`` grows by ``gamma_t phi(K_t)`` with ``gamma_t = clip(1 - z phi(K_t) / |phi(K_t)|^2, 0,
     1)`` (not back-propagated), so it stops growing along directions it has already counted.
+    ``none`` is DeltaNet's memory (Schlag et al. 2021; Yang et al. 2024): no ``z``; the read is
+    ``A_mem = phi(Q) M_{s-1}`` and the write is the delta rule token by token,
+    ``M_t = M_{t-1} + beta_t phi(k_t)^T (v_t - phi(k_t) M_{t-1})`` with L2-normalised ``phi(k_t)``
+    (needs ``update: delta`` and ``key_norm: l2``), computed per segment in the chunkwise WY form
+    (``deltanet_segments``). With a unit key and ``beta_t`` in [0, 1] each write replaces part of what
+    ``M`` returns for ``k_t`` by ``v_t`` and leaves every orthogonal direction as it was, so ``M``
+    never grows with the length of the stream.
     ``write_gate``: a per-head, per-token ``beta_t = sigmoid(w . x_t + b)`` (computed by the layer)
     scales token ``t``'s write into ``M`` and into ``z``, so a model can learn what not to write.
     """
@@ -66,6 +73,9 @@ class MemoryOptions:
         if self.normalizer == "corrected" and self.update == "linear":
             raise ValueError("normalizer 'corrected' needs update 'delta': with the linear rule M grows "
                              "without bound while the corrected z stops growing")
+        if self.normalizer == "none" and (self.update != "delta" or self.key_norm != "l2"):
+            raise ValueError("normalizer 'none' (DeltaNet's memory) needs update 'delta' and key_norm 'l2': "
+                             f"got update {self.update!r} and key_norm {self.key_norm!r}")
 
     def key_dim(self, d_head: int) -> int:
         """Width of ``phi(Q)``, ``phi(K)``: the rows of ``M`` and the length of ``z``."""
@@ -198,6 +208,8 @@ def normaliser(phi: Tensor, z: Tensor, opts: MemoryOptions = PAPER, mass: Tensor
     the segment's mass in the denominator the segment's correction ``P_s`` has spectral radius
     <= 1 (Schur test on non-negative features), so each write is non-expansive.
     """
+    if opts.normalizer == "none":  # DeltaNet: the read is phi(Q) M itself
+        return torch.ones_like(phi[..., :1])
     den = phi @ z.unsqueeze(-1)
     if opts.normalizer == "corrected":
         den = torch.maximum(den, phi.square().sum(-1, keepdim=True))
@@ -240,6 +252,8 @@ def read_products(q: Tensor, Mz: Tensor, opts: MemoryOptions = PAPER) -> Tensor:
     if opts.normalizer == "corrected":
         den = torch.maximum(out[..., -1:], fq.square().sum(-1, keepdim=True))
         out = torch.cat([out[..., :-1], den], dim=-1)
+    elif opts.normalizer == "none":  # no denominator: a column of ones (GatedRead divides by 1 exactly)
+        out = torch.cat([out[..., :-1], torch.ones_like(out[..., -1:])], dim=-1)
     return out
 
 
@@ -317,16 +331,20 @@ def prefix_memories(
     (known in advance), ``W_s = phi(K_s) / den_s`` (row-wise), ``U_s = w_s^T V_s`` and
     ``P_s = w_s^T W_s``,
 
-        M_s = M_{s-1} + w_s^T (V_s - W_s M_{s-1}) = U_s + (I - P_s) M_{s-1},
+        M_s = M_{s-1} + w_s^T (V_s - W_s M_{s-1}) = U_s + (I - P_s) M_{s-1}
 
-    so only a ``dk x dk`` by ``dk x dv`` product per segment remains in the loop over segments, and
-    its backward handles ``dk x dv`` gradients, never ``[B, H, N, d]`` ones. Keys wider than the
-    segment is long (``dpfp``; ``d_head > N``) take the first form, eq. 9 as written, which never forms
-    ``P_s``: two ``N``-wide products per segment (``4 N dk dv`` flops against ``2 dk^2 (N + dv)``).
+    (the scan over segments: ``_delta_scan``). ``normalizer: none`` (DeltaNet) writes token by token
+    instead; its chunkwise WY form (``deltanet_segments``) has the same segment-level shape, with
+    ``w_s = phi(K_s)`` and ``W_s``, ``V_s`` from one triangular solve per segment, and ``z`` stays
+    ``z0``.
     """
     B, H, S, N, _ = k.shape
     phi = feature_map(k, opts)  # [B, H, S, N, dk]
-    dk = phi.size(-1)
+    if opts.normalizer == "none":
+        W, V = deltanet_segments(phi, v, beta)
+        M, M_last = _delta_scan(M0, phi.transpose(-1, -2), W, V)
+        z = z0.unsqueeze(2).expand(B, H, S, z0.size(-1))  # no normaliser: z stays as it was (zero)
+        return augment(M, z), M_last, z0.clone()
     w = phi if beta is None else phi * beta.unsqueeze(-1)  # each token's write strength
     wT = w.transpose(-1, -2)  # [B, H, S, dk, N]
     mass = w.sum(dim=-2)  # [B, H, S, dk]: each segment's write into z before any correction
@@ -342,23 +360,63 @@ def prefix_memories(
         return Mz[:, :, :S], last[..., :-1].clone(), last[..., -1].clone()
     z = torch.cat([z0.unsqueeze(2), z0.unsqueeze(2) + dz.cumsum(dim=2)], dim=2)  # [B, H, S + 1, dk]
     den = normaliser(phi, z[:, :, :S], opts, mass).clamp_min(opts.eps)  # [B, H, S, N, 1]
-    W = phi * den.reciprocal()  # [B, H, S, N, dk]
-    dv = v.size(-1)
+    M, M_last = _delta_scan(M0, wT, phi * den.reciprocal(), v)  # W_s = phi(K_s) / den_s
+    return augment(M, z[:, :, :S]), M_last, z[:, :, S].clone()
+
+
+def _delta_scan(M0: Tensor, wT: Tensor, W: Tensor, V: Tensor) -> tuple[Tensor, Tensor]:
+    """``M_s = M_{s-1} + w_s^T (V_s - W_s M_{s-1})`` over ``S`` segments: the memories before each
+    segment ``[B, H, S, dk, dv]`` and after the last ``[B, H, dk, dv]``.
+
+    ``M0 [B, H, dk, dv]``, ``wT [B, H, S, dk, N]``, ``W [B, H, S, N, dk]``, ``V [B, H, S, N, dv]``.
+    Only this loop over segments is sequential. With ``U_s = w_s^T V_s`` and ``P_s = w_s^T W_s`` it
+    is ``M_s = U_s + (I - P_s) M_{s-1}``: a ``dk x dk`` by ``dk x dv`` product per segment, whose
+    backward handles ``dk x dv`` gradients, never ``[B, H, N, d]`` ones. Keys wider than the segment
+    is long (``dpfp``; ``d_head > N``) take the first form, which never forms ``P_s``: two ``N``-wide
+    products per segment (``4 N dk dv`` flops against ``2 dk^2 (N + dv)``).
+    """
+    B, H, S, dk, N = wT.shape
+    dv = V.size(-1)
     Ms = [M0.reshape(B * H, dk, dv)]
     # unbind, not [:, :, s]: the backward of S slices would zero-fill S full-size gradients.
     if 2 * N * dv < dk * (N + dv):  # wide keys (dpfp: dk = 6 d_head): eq. 9 as written
         for wT_s, W_s, V_s in zip(wT.reshape(B * H, S, dk, N).unbind(1), W.reshape(B * H, S, N, dk).unbind(1),
-                                  v.reshape(B * H, S, N, dv).unbind(1), strict=True):
+                                  V.reshape(B * H, S, N, dv).unbind(1), strict=True):
             Ms.append(torch.baddbmm(Ms[-1], wT_s, V_s - torch.bmm(W_s, Ms[-1])))  # M + w^T (V - W M)
     else:
-        eye = torch.eye(dk, dtype=k.dtype, device=k.device)
+        eye = torch.eye(dk, dtype=wT.dtype, device=wT.device)
         G = eye - wT @ W  # [B, H, S, dk, dk]: I - P_s
-        U = wT @ v  # [B, H, S, dk, dv]: w^T V of every segment
+        U = wT @ V  # [B, H, S, dk, dv]: w^T V of every segment
         for G_s, U_s in zip(G.reshape(B * H, S, dk, dk).unbind(1), U.reshape(B * H, S, dk, dv).unbind(1),
                             strict=True):
             Ms.append(torch.baddbmm(U_s, G_s, Ms[-1]))  # U_s + (I - P_s) M_{s-1}
     M = torch.stack(Ms[:S], dim=1).reshape(B, H, S, dk, dv)
-    return augment(M, z[:, :, :S]), Ms[S].reshape(B, H, dk, dv), z[:, :, S].clone()
+    return M, Ms[S].reshape(B, H, dk, dv)
+
+
+def deltanet_segments(phi: Tensor, v: Tensor, beta: Tensor | None) -> tuple[Tensor, Tensor]:
+    """The chunkwise WY form of the token-by-token delta rule (Yang et al. 2024, "Parallelizing Linear
+    Transformers with the Delta Rule over Sequence Length"), for every segment at once.
+
+    Inside a segment of ``N`` tokens (unit keys ``k_t = phi_t``, gates ``beta_t``, 1 without a gate),
+    ``M_t = M_{t-1} + beta_t k_t^T (v_t - k_t M_{t-1})`` unrolls to ``M_N = M_0 + K^T (V' - W M_0)``:
+    token ``t``'s effective write ``u_t = beta_t (v_t - k_t M_{t-1})`` expands to
+    ``u_t = beta_t (v_t - k_t M_0) - sum_{i<t} beta_t (k_t . k_i) u_i``, a unit lower-triangular
+    system ``A U = diag(beta) (V - K M_0)`` with ``A = I + tril(diag(beta) K K^T, -1)``. One
+    triangular solve gives ``W = A^-1 diag(beta) K`` and ``V' = A^-1 diag(beta) V`` for every
+    segment in parallel; only ``_delta_scan`` over segments remains sequential.
+
+    ``phi [B, H, S, N, dk]`` (L2-normalised), ``v [B, H, S, N, dv]``, ``beta [B, H, S, N]`` or None
+    -> ``W [B, H, S, N, dk]``, ``V' [B, H, S, N, dv]``.
+    """
+    N = phi.size(-2)
+    b = torch.ones_like(phi[..., 0]) if beta is None else beta  # [B, H, S, N]
+    gram = (phi @ phi.transpose(-1, -2)) * b.unsqueeze(-1)  # [B, H, S, N, N]: beta_t (k_t . k_i)
+    A = torch.tril(gram, diagonal=-1) + torch.eye(N, dtype=phi.dtype, device=phi.device)
+    rhs = torch.cat([phi, v], dim=-1) * b.unsqueeze(-1)  # [B, H, S, N, dk + dv]
+    X = torch.linalg.solve_triangular(A, rhs, upper=False, unitriangular=True)
+    dk = phi.size(-1)
+    return X[..., :dk], X[..., dk:]
 
 
 class CompressiveMemory:

@@ -14,11 +14,11 @@
 # Default: rows infini,xl,none, the config's seed, its train.max_steps (tiny.yaml: 1,300 steps of
 # 16 x 256 tokens, about 5 minutes per run on an idle 2-core machine). Runs go to OUT/ROW/seed-SEED; a
 # finished run is not trained again (auto-resume). Each run's numbers are results records in
-# RESULTS/ROW/seed-SEED (--results-dir, default OUT/results; results/compare is the committed one):
-# train.json (train.py), context_curve.json (context_curve.py) and, last, test.json (the table's row);
-# a run whose test.json exists is skipped, so the comparison can be spread over sessions and machines
-# (delete a test.json to redo its run). The table is rendered from RESULTS. --out is the old name of
-# --out-dir. PY=/path/to/python chooses the interpreter (default: .venv).
+# RESULTS/compare/ROW/seed-SEED (--results-dir RESULTS, default OUT/results; --results-dir results
+# writes the committed ones): train.json (train.py), context_curve.json (context_curve.py) and, last,
+# test.json (the table's row); a run whose test.json exists is skipped, so the comparison can be spread
+# over sessions and machines (delete a test.json to redo its run). The table is rendered from the
+# records. --out is the old name of --out-dir. PY=/path/to/python chooses the interpreter (default: .venv).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -57,7 +57,7 @@ require_modules torch yaml
 # seed is refused here, before any training.
 plan=$("$PY" scripts/compare_table.py --plan "$rows" --seeds "$seeds" --config "$config" -- "${sets[@]}") \
     || exit 2
-resdir=${resdir:-$out/results}
+resdir=${resdir:-$out/results}/compare
 [ -f data/enwik8-sample/test.npy ] || bash getdata.sh enwik8-sample
 mkdir -p "$out"
 while IFS=$'\t' read -r row seed extra; do

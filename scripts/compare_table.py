@@ -38,14 +38,28 @@ from infiniattention.config import memory_settings  # noqa: E402
 from infiniattention.training import results  # noqa: E402
 from infiniattention.training.evaluate import load_for_inference  # noqa: E402
 
+# Words of a passkey row that set the training recipe rather than the memory (scripts/passkey_cpu.sh;
+# docs/passkey.md): sp, state passing (each lane keeps its memory into its next instance with
+# probability 0.99: memories of a geometric age, mean 99 lanes); zg, the zero-reaching write gate (a
+# constant push on every write-gate logit above -12, weight 0.05).
+RECIPE_WORDS = {"sp": ["passkey.state_passing=0.99"], "zg": ["passkey.write_logit_penalty=0.05"]}
 
-def row_sets(row: str, segment_len: int) -> list[str]:
-    """The --set arguments of a row: infini, xl, none, or infini+OPTION+... (a memory label)."""
+
+def row_sets(row: str, segment_len: int, passkey: bool = False) -> list[str]:
+    """The --set arguments of a row: infini, xl, none, or infini+OPTION+... (a memory label); with
+    ``passkey``, followed by recipe words (``RECIPE_WORDS``), e.g. infini+gate+sp+zg."""
+    words = row.split("+")
+    recipe = [w for w in words if w in RECIPE_WORDS] if passkey else []
+    if len(set(recipe)) != len(recipe) or words[len(words) - len(recipe):] != recipe:
+        raise ValueError(f"unknown row {row!r}: recipe words ({', '.join(RECIPE_WORDS)}) come once each, "
+                         "after the memory's options")
     try:
-        settings = memory_settings(row)
+        settings = memory_settings("+".join(words[:len(words) - len(recipe)]))
     except ValueError as err:
-        raise ValueError(str(err).replace("unknown memory", "unknown row")) from None
+        hint = f"; passkey rows may end in {', '.join(RECIPE_WORDS)}" if passkey else ""
+        raise ValueError(str(err).replace("unknown memory", "unknown row") + hint) from None
     sets = [f"model.{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in settings.items()]
+    sets += [s for w in recipe for s in RECIPE_WORDS[w]]
     if settings["memory"] == "xl":
         sets.append(f"model.mem_len={segment_len}")
     return sets
@@ -55,8 +69,10 @@ def plan(rows: str, seeds: str, config: str, overrides: list[str]) -> list[str]:
     """Tab-separated (row, seed, --set arguments) of every run, rows outer, seeds inner. ``config``: a
     train.py config, or a passkey one (with a ``passkey`` section)."""
     from infiniattention.commands.passkey import load_passkey_config
+    from infiniattention.training.config import read_config_file
 
     cfg, _ = load_passkey_config(config, overrides)
+    passkey = "passkey" in read_config_file(config, extra_sections=("passkey",))
     names = [r.strip() for r in rows.split(",") if r.strip()]
     try:
         seed_list = [int(x) for x in seeds.split(",") if x.strip()] or [cfg.train.seed]
@@ -66,7 +82,7 @@ def plan(rows: str, seeds: str, config: str, overrides: list[str]) -> list[str]:
         raise ValueError("--rows is empty")
     lines = []
     for name in names:
-        sets = " ".join(f"--set {s}" for s in row_sets(name, cfg.model.segment_len))
+        sets = " ".join(f"--set {s}" for s in row_sets(name, cfg.model.segment_len, passkey=passkey))
         lines += [f"{name}\t{seed}\t{sets}" for seed in seed_list]
     return lines
 

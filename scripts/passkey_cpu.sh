@@ -4,45 +4,47 @@
 # 2K tokens, initialised from stage 1's best.pt), then greedy retrieval with the state streamed, of
 # stage 2's last checkpoint (the end of its cosine schedule), in the filler and in real text.
 #
-#   bash scripts/passkey_cpu.sh [--out-dir runs/passkey] [--results-dir OUT/results] [--seeds 1111,2222,3333]
-#                               [--eval full|short|screen|screen-short|none] [ROW ...]
+#   bash scripts/passkey_cpu.sh [--out-dir runs/passkey] [--seeds 1111,2222,3333] [--stages 1|2]
+#                               [--eval full|short|screen|screen-short|none] [--results-dir results]
+#                               [ROW ...]
 #
 # ROW: infini (the paper's memory; default), xl (mem_len 64 = one segment), none, or infini with memory
-# options joined by '+': gate, corrected, dpfp, l2 (e.g. infini+gate). Each seed sets train.seed and the
-# instances' passkey.seed (stage 1: SEED, stage 2: SEED + 1), so rows of the same seed see the same data.
-# Per row and seed it writes OUT/ROW/seed-SEED/{stage1,stage2,eval}. --eval full (default for infini
+# options joined by '+': gate, corrected, dpfp, l2, deltanet (e.g. infini+gate), then optionally the
+# recipe words sp (state passing) and zg (the zero-reaching write gate) (scripts/compare_table.py:
+# RECIPE_WORDS). Each seed sets train.seed and the instances' passkey.seed (stage 1: SEED, stage 2:
+# SEED + 1), so rows of the same seed see the same data.
+# Per row and seed it writes OUT/ROW/seed-SEED/{stage1,stage2,eval}, and every evaluation's results
+# record into RESULTS/passkey/ROW/seed-SEED/NAME.json (RESULTS: --results-dir, default results/).
+# --stages 1 --eval screen is the screen of docs/passkey.md: stage 1 only, its last checkpoint evaluated
+# at 1K, 2K, 8K and 32K (10 keys at depths 0, 0.5, 1) in the filler and in valid text, and the memory
+# probe from 2K to 128K, into RESULTS/passkey-screen/ROW/seed-SEED/ (--eval screen-short: 1K and 2K
+# alone, no probe: the check of reproduce_results.sh --quick). --eval full (default for infini
 # rows) evaluates the grid of docs/passkey.md: depths 0, 0.25, 0.5, 0.75, 1; the filler at 2K and 8K
 # (100 keys per cell), 32K (20), 128K and 1M (10); text of the valid and the test split at 2K, 8K (100)
 # and 32K (20); training-split text at 128K and 1M (10); and the memory probe (scripts/memory_probe.py)
 # in both haystacks from 2K to 1M. --eval short (default for xl and none, which reach no key beyond
-# their window): the filler and valid text at 2K and 8K, 20 keys. --eval screen: stage 1 only, the
-# options' screen of docs/passkey.md: stage 1's last checkpoint in the filler and in valid text at 1K,
-# 2K, 8K and 32K (10 keys at depths 0, 0.5 and 1) and the probe in the filler from 2K to 128K;
-# --eval screen-short: the same at 1K and 2K without the probe (reproduce_results.sh --quick).
-#
-# Every evaluation is a results record, RESULTS/ROW/seed-SEED/NAME.json (--results-dir, default
-# OUT/results; results/passkey and results/passkey-screen are the committed ones): filler-2k-8k,
-# filler-32k, filler-long, text-valid-2k-8k, text-valid-32k, text-test-2k-8k, text-test-32k,
-# text-train-long, probe-filler, probe-text (screen: filler-1k-32k, text-valid-1k-32k, probe-filler;
-# screen-short: filler-1k-2k, text-valid-1k-2k). An evaluation whose record exists is not run again, and
-# a row and seed whose records all exist is not trained either, so the grid can be spread over
-# sessions and machines; an interrupted training resumes where it stopped. --out is the old name of
+# their window): the filler and valid text at 2K and 8K, 20 keys. A finished stage is not trained again
+# and an interrupted training resumes where it stopped; an evaluation whose record exists is not run
+# again, and a row and seed whose records all exist is not trained either, so a grid can be spread over
+# sessions and machines. The records name this command (provenance.via). --out is the old name of
 # --out-dir. PY=/path/to/python chooses the interpreter (default: .venv).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 args=("$@")
 out=runs/passkey
-resdir=""
 seeds=1111
 eval_mode=""
+stages=2
+results_dir=results
 rows=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --out-dir|--out) out=$2; shift 2 ;;
-        --results-dir) resdir=$2; shift 2 ;;
         --seeds) seeds=$2; shift 2 ;;
         --eval) eval_mode=$2; shift 2 ;;
+        --stages) stages=$2; shift 2 ;;
+        --results-dir) results_dir=$2; shift 2 ;;
         -h|--help) sed -n 2,30p "$0"; exit 0 ;;
         -*) echo "error: unknown argument $1 (see --help)" >&2; exit 2 ;;
         *) rows+=("$1"); shift ;;
@@ -52,6 +54,7 @@ case "$eval_mode" in
     ""|full|short|screen|screen-short|none) ;;
     *) echo "error: --eval must be full, short, screen, screen-short or none, got $eval_mode" >&2; exit 2 ;;
 esac
+case "$stages" in 1|2) ;; *) echo "error: --stages must be 1 or 2, got $stages" >&2; exit 2 ;; esac
 [ ${#rows[@]} -gt 0 ] || rows=(infini)
 . scripts/python.sh
 # The records name this command (provenance.via): the one that reproduces them.
@@ -62,82 +65,79 @@ plan=$("$PY" scripts/compare_table.py --plan "$(IFS=,; echo "${rows[*]}")" --see
        --config configs/passkey_cpu.yaml) || exit 2
 [ -f data/enwik8-sample/train.npy ] || bash getdata.sh enwik8-sample
 
-resdir=${resdir:-$out/results}
-
-evaluate() {  # evaluate NAME ARGS...: one passkey evaluation into $run/eval/NAME and its record $rec/NAME.json
+evaluate() {  # evaluate NAME ARGS...: one passkey evaluation into $run/eval/NAME and its results record
     local name=$1; shift
-    [ -f "$rec/$name.json" ] && return 0
+    [ -f "$record/$name.json" ] && return 0
     echo "== $row, seed $seed: $name"
     "$PY" scripts/passkey.py eval --checkpoint "$last" --no-exact-rss --out-dir "$run/eval/$name" \
-        --results "$rec/$name.json" "$@" | awk '/^\| [0-9]/ && n++ < 8'  # reads all: no SIGPIPE
+        --results "$record/$name.json" "$@" | awk '/^\| [0-9]/ && n++ < 8'  # reads all: no SIGPIPE
 }
 
-probe() {  # probe NAME ARGS...: the memory probe into $run/eval/NAME and its record $rec/NAME.json
+probe() {  # probe NAME ARGS...: the memory probe into $run/eval/NAME and its results record
     local name=$1; shift
-    [ -f "$rec/$name.json" ] && return 0
+    [ -f "$record/$name.json" ] && return 0
     echo "== $row, seed $seed: $name"
-    "$PY" scripts/memory_probe.py --checkpoint "$last" --out-dir "$run/eval/$name" --results "$rec/$name.json" \
-        "$@" | tail -n 3
+    "$PY" scripts/memory_probe.py --checkpoint "$last" --out-dir "$run/eval/$name" \
+        --results "$record/$name.json" "$@" | tail -n 3
 }
 
 records() {  # records MODE: the names of the records MODE makes for $row
     local infini=""
     [ "${row%%+*}" = infini ] && infini=1
     case "$1" in
-        short) echo filler-2k-8k text-valid-2k-8k ;;
+        screen) echo filler text-valid ${infini:+probe-filler} ;;
+        screen-short) echo filler-1k-2k text-valid-1k-2k ;;
+        short) echo filler text-valid ;;
         full) echo filler-2k-8k filler-32k filler-long text-valid-2k-8k text-valid-32k text-test-2k-8k \
                    text-test-32k text-train-long ${infini:+probe-filler probe-text} ;;
-        screen) echo filler-1k-32k text-valid-1k-32k ${infini:+probe-filler} ;;
-        screen-short) echo filler-1k-2k text-valid-1k-2k ;;
     esac
 }
 
 while IFS=$'\t' read -r row seed extra; do
     run=$out/$row/seed-$seed
-    rec=$resdir/$row/seed-$seed
     read -r -a sets <<< "$extra"
     mode=$eval_mode
     [ -n "$mode" ] || case "$row" in infini*) mode=full ;; *) mode=short ;; esac
+    record=$results_dir/passkey/$row/seed-$seed
+    [ "$stages" = 2 ] || record=$results_dir/passkey-screen/$row/seed-$seed
     missing=0
-    for name in $(records "$mode"); do [ -f "$rec/$name.json" ] || missing=1; done
+    for name in $(records "$mode"); do [ -f "$record/$name.json" ] || missing=1; done
     if [ "$mode" != none ] && [ $missing = 0 ]; then
-        echo "== $row, seed $seed: done (every record of --eval $mode is in $rec)"
+        echo "== $row, seed $seed: done (every record of --eval $mode is in $record)"
         continue
     fi
     echo "== $row, seed $seed: stage 1 (configs/passkey_cpu.yaml) -> $run/stage1"
     "$PY" scripts/passkey.py train --config configs/passkey_cpu.yaml --run-dir "$run/stage1" --no-progress \
         "${sets[@]}" --set "train.seed=$seed" --set "passkey.seed=$seed"
-    case "$mode" in
-        screen|screen-short)
-            # Stage 1's last checkpoint (its step 2,000), as the options were screened.
-            last=$(ls "$run"/stage1/ckpt_*.pt | sort | tail -n 1)
-            lengths=1k,2k,8k,32k
-            [ "$mode" = screen ] || lengths=1k,2k
-            tag=1k-${lengths##*,}
-            evaluate "filler-$tag" --lengths "$lengths" --depths 0,0.5,1 --instances 10
-            evaluate "text-valid-$tag" --lengths "$lengths" --depths 0,0.5,1 --instances 10 --haystack text \
-                --haystack-split valid
-            if [ "$mode" = screen ] && [ "${row%%+*}" = infini ]; then
-                probe probe-filler --lengths 2k,8k,32k,128k --keys 4
-            fi
-            continue ;;
-    esac
-    echo "== $row, seed $seed: stage 2 (configs/passkey_cpu_2k.yaml) -> $run/stage2"
-    "$PY" scripts/passkey.py train --config configs/passkey_cpu_2k.yaml --run-dir "$run/stage2" --no-progress \
-        --init "$run/stage1/best.pt" "${sets[@]}" --set "train.seed=$seed" --set "passkey.seed=$((seed + 1))"
+    if [ "$stages" = 2 ]; then
+        echo "== $row, seed $seed: stage 2 (configs/passkey_cpu_2k.yaml) -> $run/stage2"
+        "$PY" scripts/passkey.py train --config configs/passkey_cpu_2k.yaml --run-dir "$run/stage2" \
+            --no-progress --init "$run/stage1/best.pt" "${sets[@]}" --set "train.seed=$seed" \
+            --set "passkey.seed=$((seed + 1))"
+    fi
     # The last checkpoint, not best.pt: 32 validation instances rank checkpoints too coarsely.
-    last=$(ls "$run"/stage2/ckpt_*.pt | sort | tail -n 1)
+    last=$(ls "$run/stage$stages"/ckpt_*.pt | sort | tail -n 1)
     case "$mode" in
+        screen)
+            evaluate filler --lengths 1k,2k,8k,32k --depths 0,0.5,1 --instances 10
+            evaluate text-valid --lengths 1k,2k,8k,32k --depths 0,0.5,1 --instances 10 --haystack text \
+                --haystack-split valid
+            if [ "${row%%+*}" = infini ]; then
+                probe probe-filler --lengths 2k,8k,32k,128k --keys 4
+            fi ;;
+        screen-short)
+            evaluate filler-1k-2k --lengths 1k,2k --depths 0,0.5,1 --instances 10
+            evaluate text-valid-1k-2k --lengths 1k,2k --depths 0,0.5,1 --instances 10 --haystack text \
+                --haystack-split valid ;;
         short)
-            evaluate filler-2k-8k --lengths 2k,8k --instances 20
-            evaluate text-valid-2k-8k --lengths 2k,8k --instances 20 --haystack text --haystack-split valid ;;
+            evaluate filler --lengths 2k,8k --instances 20
+            evaluate text-valid --lengths 2k,8k --instances 20 --haystack text --haystack-split valid ;;
         full)
             evaluate filler-2k-8k --lengths 2k,8k --instances 100
             evaluate filler-32k --lengths 32k --instances 20
             evaluate filler-long --lengths 128k,1m --instances 10
             for split in valid test; do
-                evaluate "text-$split-2k-8k" --lengths 2k,8k --instances 100 --haystack text \
-                    --haystack-split "$split"
+                evaluate "text-$split-2k-8k" --lengths 2k,8k --instances 100 --haystack text --haystack-split "$split"
                 evaluate "text-$split-32k" --lengths 32k --instances 20 --haystack text --haystack-split "$split"
             done
             evaluate text-train-long --lengths 128k,1m --instances 10 --haystack text --haystack-split train

@@ -11,7 +11,8 @@
 #   gates     scripts/plot_gates.py on the compare runs infini and OPTION, seed 1111 (seconds)
 #   passkey   scripts/passkey_cpu.sh: infini and OPTION with seeds 1111, 2222, 3333 (the full grid and the
 #             memory probe), xl and none with seed 1111 (short grid) (about 16 hours)
-#   screen    scripts/passkey_cpu.sh --eval screen: the options' stage-1 screen, seed 1111 (75 minutes)
+#   screen    scripts/passkey_cpu.sh --stages 1 --eval screen: the options' stage-1 screen, seed 1111
+#             (75 minutes)
 #   words     configs/wt2_tiny.yaml on the bundled WikiText-2 sample: its test perplexity (3 minutes)
 #   speed     bench/bench_model.py at the demo shape and at the small shape: the paper's memory, each
 #             option alone, all four and none, interleaved (on an otherwise idle machine; 6 minutes)
@@ -25,7 +26,7 @@
 #             training resumes; then the figures into docs/ and `python scripts/results.py render`.
 #   --quick   the check of a fresh machine, at most 45 minutes (about 40, estimated from the times
 #             above): the demo, one seed (1111) of the compare, the gates, the screen of infini at 1K and
-#             2K (--eval screen-short), the word-level starter and the speed ratios (3 rounds, no
+#             2K (--stages 1 --eval screen-short), the word-level starter and the speed ratios (3 rounds, no
 #             peak-memory runs). Runs and records into OUT (default runs/quick; never into
 #             results/), then `python scripts/results.py compare OUT/results`: per number the committed
 #             value, the new one, the tolerance and "reproduced" or "differs" (OUT/quick.md); exit status
@@ -54,7 +55,7 @@ while [ $# -gt 0 ]; do
         --out-dir|--out) [ $# -ge 2 ] || { echo "error: $1 needs a folder" >&2; exit 2; }; out=$2; shift 2 ;;
         --only) [ $# -ge 2 ] || { echo "error: --only needs steps" >&2; exit 2; }; only=$2; shift 2 ;;
         --dry-run) dry=1; shift ;;
-        -h|--help) sed -n 2,37p "$0"; exit 0 ;;
+        -h|--help) sed -n 2,38p "$0"; exit 0 ;;
         *) echo "error: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -112,7 +113,7 @@ if wanted compare; then
     seeds=$SEEDS
     [ "$mode" != quick ] || seeds=1111
     timed compare bash scripts/compare_memory.sh --rows "$rows" --seeds "$seeds" --out-dir "$out/compare" \
-        --results-dir "$res/compare"
+        --results-dir "$res"
     for row in infini "$OPTION"; do
         figure "$out/compare/$row/seed-1111/context_curve.png" "docs/context_curve_$row.png"
     done
@@ -133,20 +134,20 @@ if wanted gates; then
     figure "$out/gates/infini/gate_trajectories.png" docs/gate_trajectories_infini.png
 fi
 if wanted passkey; then
-    timed passkey bash scripts/passkey_cpu.sh --out-dir "$out/passkey" --results-dir "$res/passkey" \
+    timed passkey bash scripts/passkey_cpu.sh --out-dir "$out/passkey" --results-dir "$res" \
         --seeds "$SEEDS" infini "$OPTION"
-    timed passkey-baselines bash scripts/passkey_cpu.sh --out-dir "$out/passkey" --results-dir "$res/passkey" \
+    timed passkey-baselines bash scripts/passkey_cpu.sh --out-dir "$out/passkey" --results-dir "$res" \
         --seeds 1111 xl none
     run "$PY" scripts/passkey_table.py "$res/passkey" --rows "infini,$OPTION,xl,none" --tables-dir "$out/passkey" \
         --figures docs
 fi
 if wanted screen; then
     if [ "$mode" = quick ]; then
-        timed screen bash scripts/passkey_cpu.sh --eval screen-short --out-dir "$out/passkey-screen" \
-            --results-dir "$res/passkey-screen" infini
+        timed screen bash scripts/passkey_cpu.sh --stages 1 --eval screen-short --out-dir "$out/passkey-screen" \
+            --results-dir "$res" infini
     else
-        timed screen bash scripts/passkey_cpu.sh --eval screen --out-dir "$out/passkey-screen" \
-            --results-dir "$res/passkey-screen" "${SCREEN_ROWS[@]}"
+        timed screen bash scripts/passkey_cpu.sh --stages 1 --eval screen --out-dir "$out/passkey-screen" \
+            --results-dir "$res" "${SCREEN_ROWS[@]}"
     fi
 fi
 if wanted words && ! recorded "$res/words/test.json"; then

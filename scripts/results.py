@@ -281,7 +281,9 @@ def provenance_line(used: list[Found], source: str) -> str:
     which commits and machines, when; and where the block is rendered from."""
     provs = [f.record["provenance"] for f in used]
     cmds = _unique(p.get("via") or p["command"] for p in provs)
-    shown = "; ".join(f"`{c}`" for c in cmds[:3]) + (f" and {len(cmds) - 3} more" if len(cmds) > 3 else "")
+    shown = "; ".join(f"`{c}`" for c in cmds[:2])
+    if len(cmds) > 2:
+        shown += f" and {len(cmds) - 2} more (each record's provenance)"
     commits = _unique(p["commit"][:7] + ("+dirty" if p.get("dirty") else "") for p in provs)
     machines = _unique(f"torch {p['machine']['torch']}, {p['machine']['cores']} cores"
                        + (f", {p['machine']['device_name']}" if p["machine"].get("device_name") else "")

@@ -23,6 +23,10 @@ Memory options (infiniattention.memory.MemoryOptions), each written out per toke
                  max(|phi(k_t)|^2, eps), 0, 1) from the z before the segment, detached (ARMT);
                  every denominator phi.z becomes max(phi.z, |phi|^2), and the delta write's
                  max(phi.z, |phi|^2, phi.c) with c = sum over the segment of beta_t phi(k_t)
+  normalizer none  DeltaNet (Schlag et al. 2021, Yang et al. 2024): the read is phi(q) M_{s-1}, no
+                 denominator and no z; the write goes token by token through the segment,
+                 M <- M + beta_t phi(k_t) (x) (v_t - phi(k_t) M), each token reading the M that the
+                 tokens before it left (phi(k) L2-normalised)
 
 memory="xl" is Transformer-XL (Dai et al. 2019): a query at p in the segment starting at a attends
 to the keys at [a - mem_len, p] (same_length: [p - mem_len + 1, p]); the keys and values before a
@@ -251,6 +255,8 @@ def denominator(f: Tensor, z: Tensor, cfg: RefConfig | None, eps: float,
 def memory_read_one(qv: Tensor, mem: Tensor, z: Tensor, eps: float, cfg: RefConfig | None = None) -> Tensor:
     """Eq 7 for one query vector: phi(q) M / max(phi(q) . z, eps), phi = s for the paper."""
     f = features(qv, cfg)
+    if cfg is not None and cfg.normalizer == "none":
+        return f @ mem
     return (f @ mem) / denominator(f, z, cfg, eps)
 
 
@@ -269,6 +275,11 @@ def memory_write(ks: Tensor, vs: Tensor, mem: Tensor, z: Tensor, update: str, ep
     mass = torch.zeros_like(z)  # the segment's own write into z, before any correction
     for t in range(ks.shape[0]):
         mass = mass + gate[t] * features(ks[t], cfg)
+    if cfg is not None and cfg.normalizer == "none":  # DeltaNet: one token after the other, no z
+        for t in range(ks.shape[0]):
+            f = features(ks[t], cfg)
+            new_m = new_m + gate[t] * torch.outer(f, vs[t] - f @ new_m)
+        return new_m, new_z
     for t in range(ks.shape[0]):
         f = features(ks[t], cfg)
         beta = gate[t]

@@ -53,6 +53,13 @@ MODES = {
                                 feature="dpfp", key_norm="l2", write_gate=True),
     "infini-delta-rope-elu-l2-corrected-gate": dict(memory="infini", update="delta", pos="rope",
                                                     normalizer="corrected", key_norm="l2", write_gate=True),
+    # DeltaNet's memory (normalizer none): alone, gated, and with wide dpfp keys (24 rows > N tokens)
+    "infini-delta-rope-deltanet": dict(memory="infini", update="delta", pos="rope", normalizer="none",
+                                       key_norm="l2"),
+    "infini-delta-none-deltanet-gate": dict(memory="infini", update="delta", pos="none", normalizer="none",
+                                            key_norm="l2", write_gate=True),
+    "infini-delta-xl-deltanet-dpfp-gate": dict(memory="infini", update="delta", pos="xl", normalizer="none",
+                                               feature="dpfp", key_norm="l2", write_gate=True),
 }
 OPTION_MODES = [m for m in MODES if any(k in MODES[m] for k in ("normalizer", "feature", "key_norm",
                                                                 "write_gate"))]
@@ -654,7 +661,8 @@ def _forced_write_gate(layer: InfiniAttention, logit_of_position) -> list[int]:
 
 @pytest.mark.parametrize("options", [dict(), dict(normalizer="corrected"),
                                      dict(feature="dpfp", key_norm="l2"),
-                                     dict(update="linear", feature="dpfp")])
+                                     dict(update="linear", feature="dpfp"),
+                                     dict(normalizer="none", key_norm="l2")])
 def test_write_gate_of_one_everywhere_is_the_layer_without_gate(options):
     """beta = 1 (logit +inf) everywhere: outputs and states bit for bit those of the same layer
     without the gate; gradients to rounding (autograd sums the feature map's two uses in another
@@ -680,7 +688,8 @@ def test_write_gate_of_one_everywhere_is_the_layer_without_gate(options):
 
 @pytest.mark.parametrize("options", [dict(), dict(normalizer="corrected"),
                                      dict(feature="dpfp", key_norm="l2"),
-                                     dict(update="linear", feature="dpfp", key_norm="l2")])
+                                     dict(update="linear", feature="dpfp", key_norm="l2"),
+                                     dict(normalizer="none", key_norm="l2")])
 def test_write_gate_of_zero_after_the_key_freezes_the_memory(options):
     """beta = 0 (logit -inf) from the token after the key on: the memory after the key's segment
     stays bit for bit the same over 60 more segments, fed in uneven calls."""
@@ -701,11 +710,14 @@ def test_write_gate_of_zero_after_the_key_freezes_the_memory(options):
 
 
 def test_memory_options_are_validated():
-    for bad, match in ((dict(normalizer="l1"), "normalizer must be one of sum, corrected"),
+    for bad, match in ((dict(normalizer="l1"), "normalizer must be one of sum, corrected, none"),
                        (dict(feature="relu"), "feature must be one of elu, dpfp"),
                        (dict(key_norm="l1"), "key_norm must be one of none, l2"),
                        (dict(write_gate="yes"), "write_gate must be true or false"),
-                       (dict(normalizer="corrected", update="linear"), "needs update 'delta'")):
+                       (dict(normalizer="corrected", update="linear"), "needs update 'delta'"),
+                       (dict(normalizer="none"), "needs update 'delta' and key_norm 'l2'"),
+                       (dict(normalizer="none", key_norm="l2", update="linear"),
+                        "needs update 'delta' and key_norm 'l2'")):
         with pytest.raises(ValueError, match=match):
             InfiniAttention(D, H, DH, N, **{"update": "delta", **bad})
     for memory, extra in (("none", {}), ("xl", dict(pos="xl", mem_len=4))):
@@ -725,7 +737,8 @@ def test_dpfp_memory_has_six_times_the_key_rows_and_the_gate_is_carried():
     assert isinstance(layer.write_gate, nn.Linear) and layer.write_gate.weight.shape == (H, D)
 
 
-@pytest.mark.parametrize("mode", ["infini-delta-rope-gate", "infini-delta-xl-all"])
+@pytest.mark.parametrize("mode", ["infini-delta-rope-gate", "infini-delta-xl-all",
+                                  "infini-delta-none-deltanet-gate"])
 def test_long_bf16_stream_with_options_stays_finite_and_float32(mode):
     """500 segments of bf16 input under autocast: M, z stay float32 and finite, and the state holds
     the same bytes at every length (flat memory)."""

@@ -51,6 +51,8 @@ def counted(cfg: ModelConfig, B: int, T: int, state_steps: int = 0) -> int:
     dict(memory="infini", update="delta", pos="rope", feature="dpfp", normalizer="corrected"),
     dict(memory="infini", update="linear", pos="none", feature="dpfp", write_gate=True),
     dict(memory="infini", update="delta", pos="none", segment_len=32),
+    dict(memory="infini", update="delta", pos="rope", normalizer="none", key_norm="l2", write_gate=True),
+    dict(memory="infini", update="delta", pos="rope", normalizer="none", key_norm="l2", feature="dpfp"),
 ])
 @pytest.mark.parametrize("T", [8, 24])
 def test_dense_count_matches_torch_flop_counter(kw: dict, T: int) -> None:

@@ -30,6 +30,8 @@ MODES = {
     "infini-options": dict(memory="infini", update="delta", pos="rope", normalizer="corrected",
                            feature="dpfp", key_norm="l2", write_gate=True),
     "infini-linear-gate": dict(memory="infini", update="linear", pos="none", write_gate=True),
+    "infini-deltanet-gate": dict(memory="infini", update="delta", pos="rope", normalizer="none",
+                                 key_norm="l2", write_gate=True),
 }
 
 

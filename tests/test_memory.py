@@ -278,3 +278,86 @@ def test_corrected_delta_write_stays_bounded_over_a_long_stream(feature):
     assert largest < 10.0
     read = mem.read(torch.randn(1, H, 500, DK, generator=g, dtype=torch.float64))
     assert read.abs().max() < 5.0
+
+
+# ------------------------------------------------------------------ DeltaNet's memory (normalizer none)
+
+DELTANET = MemoryOptions(normalizer="none", key_norm="l2")
+
+
+def test_deltanet_segments_equal_the_token_by_token_delta_rule_with_gradients():
+    """The chunkwise WY form of every segment at once equals the float64 reference that writes one
+    token after the other (each reading the M its predecessors left), from a non-empty memory, for M
+    and for the gradients of keys, values, gates and the starting memory."""
+    from reference import RefConfig
+
+    from infiniattention.memory import prefix_memories
+
+    cfg = RefConfig(d_model=1, n_head=H, d_head=DK, segment_len=N, normalizer="none", key_norm="l2")
+    k = rand(B, H, 3, N, DK, seed=60, dtype=torch.float64).requires_grad_()
+    v = rand(B, H, 3, N, DV, seed=61, dtype=torch.float64).requires_grad_()
+    beta = torch.rand(B, H, 3, N, generator=torch.Generator().manual_seed(62),
+                      dtype=torch.float64).requires_grad_()
+    M0 = rand(B, H, DK, DV, seed=63, dtype=torch.float64).requires_grad_()
+    z0 = torch.zeros(B, H, DK, dtype=torch.float64)
+    Mz, M_last, z_last = prefix_memories(M0, z0, k, v, DELTANET, beta)
+    weights = rand(B, H, 3, DK, DV + 1, seed=64, dtype=torch.float64)
+    ((Mz * weights).sum() + M_last.square().sum()).backward()
+    got = [t.grad.clone() for t in (k, v, beta, M0)]
+    for t in (k, v, beta, M0):
+        t.grad = None
+    assert torch.equal(z_last, z0) and torch.equal(Mz[..., -1], torch.zeros_like(Mz[..., -1]))
+    loss = 0.0
+    for b in range(B):
+        for h in range(H):
+            m = M0[b, h]
+            for s in range(3):
+                loss = loss + (m * weights[b, h, s, :, :DV]).sum()
+                torch.testing.assert_close(Mz[b, h, s, :, :DV], m, rtol=0, atol=1e-12)
+                m, _ = memory_write(k[b, h, s], v[b, h, s], m, z0[b, h], "delta", 1e-6, cfg, beta[b, h, s])
+            torch.testing.assert_close(M_last[b, h], m, rtol=0, atol=1e-12)
+            loss = loss + m.square().sum()
+    loss.backward()
+    for name, mine, t in zip(("k", "v", "beta", "M0"), got, (k, v, beta, M0), strict=True):
+        assert t.grad.abs().max() > 1e-3, name
+        torch.testing.assert_close(mine, t.grad, rtol=0, atol=1e-10, msg=name)
+
+
+def test_deltanet_read_has_no_denominator_and_an_empty_memory_reads_zero():
+    q = rand(B, H, 7, DK, seed=65, dtype=torch.float64)
+    M = rand(B, H, DK, DV, seed=66, dtype=torch.float64)
+    z = rand(B, H, DK, seed=67, dtype=torch.float64).abs()  # ignored: there is no normaliser
+    torch.testing.assert_close(memory_read(q, M, z, 1e-6, DELTANET), feature_map(q, DELTANET) @ M,
+                               rtol=0, atol=0)
+    assert torch.equal(memory_read(q, torch.zeros_like(M), z, 1e-6, DELTANET),
+                       torch.zeros(B, H, 7, DV, dtype=torch.float64))
+
+
+def test_deltanet_memory_stays_bounded_over_a_million_tokens():
+    """1M tokens of random keys (ELU + 1 features, all positive, so every key overlaps every other),
+    values in [-1, 1] and gates in [0, 1], written in float32 in calls of 256 segments: with unit keys
+    each write replaces part of what M returns along one key and leaves the rest, so the largest
+    singular value of M stays near the values' norm (the paper's sum-normalised M instead grows with
+    the stream) and does not grow from the first 10 % of the stream to the end."""
+    from infiniattention.memory import prefix_memories
+
+    g = torch.Generator().manual_seed(68)
+    d, n, S = 16, 64, 256
+    M, z = torch.zeros(1, 2, d, d), torch.zeros(1, 2, d)
+    norms, v_max = [], 0.0
+    for _ in range(2**20 // (n * S)):
+        k = torch.randn(1, 2, S, n, d, generator=g)
+        v = torch.rand(1, 2, S, n, d, generator=g) * 2 - 1
+        beta = torch.rand(1, 2, S, n, generator=g)
+        v_max = max(v_max, v.norm(dim=-1).max().item())
+        _, M, z = prefix_memories(M, z, k, v, DELTANET, beta)
+        norms.append(torch.linalg.matrix_norm(M, ord=2).max().item())
+    assert M.dtype == torch.float32 and torch.isfinite(M).all() and not z.any()
+    assert max(norms) < 1.5 * v_max
+    assert max(norms[len(norms) // 2:]) < 1.5 * max(norms[: len(norms) // 10])
+
+
+def test_deltanet_needs_the_delta_rule_and_unit_keys():
+    for bad in (dict(normalizer="none"), dict(normalizer="none", key_norm="l2", update="linear")):
+        with pytest.raises(ValueError, match="needs update 'delta' and key_norm 'l2'"):
+            MemoryOptions(**bad)

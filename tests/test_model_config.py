@@ -168,8 +168,17 @@ def test_corrected_normaliser_needs_the_delta_rule_and_write_gate_a_bool():
     config(normalizer="corrected", update="delta", feature="dpfp", key_norm="l2", write_gate=True)
 
 
+@pytest.mark.parametrize("options", [dict(), dict(update="linear", key_norm="l2"), dict(key_norm="none")])
+def test_deltanet_normaliser_needs_the_delta_rule_and_l2_keys(options):
+    with pytest.raises(ValueError, match="normalizer none .DeltaNet's memory. needs model.update delta and "
+                                         "model.key_norm l2") as info:
+        config(normalizer="none", **options)
+    assert "\n" not in str(info.value)
+    config(normalizer="none", update="delta", key_norm="l2", write_gate=True)
+
+
 @pytest.mark.parametrize("label", ["infini", "xl", "none", "infini+gate", "infini+corrected+l2",
-                                   "infini+gate+corrected+dpfp+l2"])
+                                   "infini+gate+corrected+dpfp+l2", "infini+gate+deltanet+l2"])
 def test_memory_label_and_settings_are_inverse(label):
     from infiniattention.config import memory_settings
 

@@ -134,6 +134,7 @@ def test_bad_arguments():
 # Streamed evaluation (scripts/passkey.py eval) and training (scripts/passkey.py train).
 
 import os  # noqa: E402
+import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -631,6 +632,8 @@ def test_cpu_recipe_stage_two_fits_stage_one_checkpoints():
     (["infini+gate+bogus"], 2, "unknown row 'infini+gate+bogus'"),
     (["--seeds", "1,x"], 2, "--seeds must be comma-separated integers"),
     (["--eval", "all"], 2, "--eval must be full, short, screen, screen-short or none"),
+    (["--stages", "3"], 2, "--stages must be 1 or 2"),
+    (["infini+sp+gate"], 2, "recipe words (sp, zg) come once each, after the memory's options"),
 ])
 def test_cpu_recipe_script_arguments(args, code, message):
     r = subprocess.run(["bash", str(ROOT / "scripts" / "passkey_cpu.sh"), *args], capture_output=True,
@@ -655,6 +658,112 @@ def test_write_penalty_lowers_the_write_gate_and_needs_one(tmp_path, capsys):
     capsys.readouterr()
     assert _main(_train_args(tmp_path / "no_gate", "--set", "passkey.write_penalty=1")) == 2
     assert "passkey.write_penalty needs model.write_gate: true" in capsys.readouterr().err
+
+
+def test_write_logit_penalty_pushes_logits_above_its_floor_only(tmp_path):
+    """passkey.write_logit_penalty: a constant push on every write-gate logit above the floor. With the
+    floor at -12 it lowers every gate bias; with the floor above every logit it changes nothing."""
+    from infiniattention.training.checkpoint import load
+
+    def bias(run: str, *sets: str) -> torch.Tensor:
+        args = ["--set", "model.write_gate=true", "--set", "train.max_steps=4", "--set", "optim.lr=0.01",
+                "--set", "optim.warmup_steps=0"]
+        for s in sets:
+            args += ["--set", s]
+        assert _main(_train_args(tmp_path / run, *args)) == 0
+        return load(tmp_path / run / "ckpt_00000004.pt")["model"]["blocks.0.attn.write_gate.bias"]
+
+    base = bias("none")
+    pushed = bias("pushed", "passkey.write_logit_penalty=50")
+    above = bias("above", "passkey.write_logit_penalty=50", "passkey.write_logit_floor=1000")
+    assert (pushed < base - 0.02).all(), (pushed, base)
+    assert torch.equal(above, base)
+
+
+def test_state_passing_carries_lanes_by_their_own_draw_and_ages_resume(tok):
+    text = np.random.default_rng(0).integers(0, len(tok.vocab), 20000)
+
+    def source(p: float) -> PasskeyBatches:
+        return PasskeyBatches(tok, text, PasskeyTaskConfig(min_len=300, seed=5, state_passing=p),
+                              batch_size=32, tgt_len=384)
+
+    plain, passing = iter(source(0.0)), iter(source(0.75))
+    carries, ages = [], []
+    for step in range(8):
+        a, b = next(plain), next(passing)
+        assert torch.equal(a.x, b.x) and torch.equal(a.answer, b.answer)  # the same instances
+        assert not a.carry.any() and not a.age.any()
+        if step == 0:
+            assert not b.carry.any()  # nothing to carry into the first step
+        carries.append(b.carry.numpy())
+        ages.append(b.age)
+    carries, ages = np.stack(carries), np.stack(ages)
+    assert 0.6 < carries[1:].mean() < 0.9
+    for t in range(1, 8):  # a carried lane's memory is one lane older; a reset one is empty
+        assert np.array_equal(ages[t], np.where(carries[t], ages[t - 1] + 384, 0))
+    resumed = source(0.75)
+    resumed.load_state_dict({"step": 8, "batch_size": 32, "tgt_len": 384, "seed": 5})
+    assert np.array_equal(resumed.ages, ages[-1])
+    assert next(iter(resumed)).age.tolist() == next(passing).age.tolist()
+    with pytest.raises(PasskeyError, match="state_passing"):
+        PasskeyTaskConfig(state_passing=1.5)
+
+
+def test_state_passing_trains_resumes_exactly_and_reports_the_memory_age(tmp_path):
+    """The same lanes with and without state passing differ only once a lane carries its memory; 6
+    steps straight == 4 steps, then a resume (the carried memories come from the checkpoint)."""
+    sp = ("--set", "passkey.state_passing=0.8")
+    assert _main(_train_args(tmp_path / "a", *sp, "--set", "train.max_steps=6")) == 0
+    assert _main(_train_args(tmp_path / "b", *sp, "--set", "train.max_steps=4")) == 0
+    assert _main(_train_args(tmp_path / "b", *sp, "--set", "train.max_steps=6")) == 0
+    assert _main(_train_args(tmp_path / "off", "--set", "train.max_steps=6")) == 0
+    a, b, off = (_records(tmp_path / r, "train") for r in ("a", "b", "off"))
+    assert [r["loss"] for r in a] == [r["loss"] for r in b] and len(a) == 6
+    assert a[0]["loss"] == off[0]["loss"] and a[-1]["loss"] != off[-1]["loss"]
+    ca, cb = (ckpt_io.load(tmp_path / r / "ckpt_00000006.pt") for r in ("a", "b"))
+    assert all(torch.equal(ca["model"][k], cb["model"][k]) for k in ca["model"])
+    assert all(torch.equal(ca["memory"][k], cb["memory"][k]) for k in ca["memory"])
+    ages = [r for r in _records(tmp_path / "a", "train_answer") if "age_max" in r]
+    assert ages and max(r["age_max"] for r in ages) >= 320  # some question read a memory of an earlier lane
+    assert all(r["age_p10"] <= r["age_p50"] <= r["age_p90"] <= r["age_max"] for r in ages)
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["model.memory=none"], "passkey.state_passing carries the compressive memory"),
+    (["data.tgt_len=300"], "multiple of model.segment_len"),
+])
+def test_state_passing_needs_the_compressive_memory_and_whole_segments(tmp_path, capsys, sets, message):
+    args = ["--set", "passkey.state_passing=0.5", "--set", "train.max_steps=1"]
+    for s in sets:
+        args += ["--set", s]
+    assert _main(_train_args(tmp_path / "r", *args)) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_state_passing_and_the_logit_prior_start_at_their_steps(tok, tmp_path):
+    """state_passing_from: no lane carries before it; write_logit_penalty_from: the prior is off (the
+    run equals the run without it) before it."""
+    from infiniattention.training.checkpoint import load
+
+    text = np.random.default_rng(0).integers(0, len(tok.vocab), 20000)
+    task = PasskeyTaskConfig(min_len=300, seed=5, state_passing=0.9, state_passing_from=3)
+    src = iter(PasskeyBatches(tok, text, task, batch_size=16, tgt_len=384))
+    carry = [next(src).carry.any().item() for _ in range(6)]
+    assert carry == [False, False, False, True, True, True]
+
+    def bias(run: str, *sets: str) -> torch.Tensor:
+        args = ["--set", "model.write_gate=true", "--set", "train.max_steps=2", "--set", "optim.lr=0.01",
+                "--set", "optim.warmup_steps=0"]
+        for s in sets:
+            args += ["--set", s]
+        assert _main(_train_args(tmp_path / run, *args)) == 0
+        return load(tmp_path / run / "ckpt_00000002.pt")["model"]["blocks.0.attn.write_gate.bias"]
+
+    assert torch.equal(bias("late", "passkey.write_logit_penalty=50", "passkey.write_logit_penalty_from=2"),
+                       bias("none"))
+    with pytest.raises(PasskeyError, match="state_passing_from"):
+        PasskeyTaskConfig(state_passing_from=-1)
 
 
 FAKE_PY = '''#!{python}
@@ -704,15 +813,16 @@ def _results_of(calls: list[dict]) -> list[str]:
 
 def test_cpu_recipe_writes_one_record_per_evaluation_and_skips_what_is_recorded(tmp_path):
     r, calls = _recipe(tmp_path, "--seeds", "1,2", "infini+gate", "xl")
-    res = tmp_path / "res"
+    res = tmp_path / "res" / "passkey"
     full = ["filler-2k-8k", "filler-32k", "filler-long", "text-valid-2k-8k", "text-valid-32k",
             "text-test-2k-8k", "text-test-32k", "text-train-long", "probe-filler", "probe-text"]
     expected = [str(res / "infini+gate" / f"seed-{s}" / f"{n}.json") for s in (1, 2) for n in full]
-    expected += [str(res / "xl" / f"seed-{s}" / f"{n}.json") for s in (1, 2) for n in ("filler-2k-8k",
-                                                                             "text-valid-2k-8k")]
+    short = ["filler", "text-valid"]
+    expected += [str(res / "xl" / f"seed-{s}" / f"{n}.json") for s in (1, 2) for n in short]
     assert sorted(_results_of(calls)) == sorted(expected)
     assert {c["via"] for c in calls} == {"bash scripts/passkey_cpu.sh --out-dir " + str(tmp_path / "runs")
-                                        + " --results-dir " + str(res) + " --seeds 1,2 infini+gate xl"}
+                                        + " --results-dir " + str(tmp_path / "res")
+                                        + " --seeds 1,2 infini+gate xl"}
     evals = [c["argv"] for c in calls if c["argv"][1] == "eval" or "memory_probe" in c["argv"][0]]
     assert all(a[a.index("--checkpoint") + 1].endswith("stage2/ckpt_00000002.pt") for a in evals)
     text_test = next(a for a in evals if a[a.index("--results") + 1].endswith("seed-1/text-test-2k-8k.json"))
@@ -721,21 +831,23 @@ def test_cpu_recipe_writes_one_record_per_evaluation_and_skips_what_is_recorded(
     r, calls = _recipe(tmp_path, "--seeds", "1,2", "infini+gate", "xl")
     assert calls == [] and "== infini+gate, seed 2: done (every record of --eval full is in" in r.stdout
     (res / "infini+gate" / "seed-2" / "filler-32k.json").unlink()
+    shutil.rmtree(tmp_path / "runs")  # a record, not a run folder, says what is done
     r, calls = _recipe(tmp_path, "--seeds", "1,2", "infini+gate", "xl")
     assert _results_of(calls) == [str(res / "infini+gate" / "seed-2" / "filler-32k.json")]
-    assert [c["argv"][1] for c in calls] == ["train", "train", "eval"]  # both stages resume (finished)
+    assert [c["argv"][1] for c in calls] == ["train", "train", "eval"]
 
 
 def test_cpu_recipe_screen_evaluates_stage_one(tmp_path):
-    r, calls = _recipe(tmp_path, "--eval", "screen-short", "infini")
+    r, calls = _recipe(tmp_path, "--stages", "1", "--eval", "screen-short", "infini")
     assert [c["argv"][1] for c in calls] == ["train", "eval", "eval"]  # no stage 2, no probe
     assert calls[0]["argv"][calls[0]["argv"].index("--config") + 1] == "configs/passkey_cpu.yaml"
+    screen = tmp_path / "res" / "passkey-screen" / "infini" / "seed-1111"
     for c, name in zip(calls[1:], ("filler-1k-2k", "text-valid-1k-2k"), strict=True):
         a = c["argv"]
         assert a[a.index("--checkpoint") + 1].endswith("infini/seed-1111/stage1/ckpt_00000002.pt")
-        assert a[a.index("--results") + 1] == str(tmp_path / "res" / "infini" / "seed-1111" / f"{name}.json")
+        assert a[a.index("--results") + 1] == str(screen / f"{name}.json")
         assert (a[a.index("--lengths") + 1], a[a.index("--depths") + 1], a[a.index("--instances") + 1]) == \
             ("1k,2k", "0,0.5,1", "10")
-    r, calls = _recipe(tmp_path, "--eval", "screen", "infini")
-    assert [Path(p).name for p in _results_of(calls)] == ["filler-1k-32k.json", "text-valid-1k-32k.json",
-                                                          "probe-filler.json"]
+    r, calls = _recipe(tmp_path, "--stages", "1", "--eval", "screen", "infini")
+    names = [Path(p).name for p in _results_of(calls)]
+    assert names == ["filler.json", "text-valid.json", "probe-filler.json"]

@@ -185,7 +185,7 @@ def test_compare_memory_writes_records_and_skips_a_recorded_run(tmp_path):
            "--out-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "res"), *tiny]
     proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rec = tmp_path / "res" / "infini" / "seed-7"
+    rec = tmp_path / "res" / "compare" / "infini" / "seed-7"
     kinds = {name: read_result(rec / f"{name}.json") for name in ("train", "context_curve", "test")}
     assert {n: r["kind"] for n, r in kinds.items()} == {"train": "train", "context_curve": "context_curve",
                                                          "test": "compare"}
@@ -194,11 +194,12 @@ def test_compare_memory_writes_records_and_skips_a_recorded_run(tmp_path):
     assert kinds["train"]["result"]["step"] == 2 and kinds["test"]["result"]["seed"] == 7
     assert kinds["train"]["provenance"]["command"].startswith("train.py --config configs/tiny.yaml")
     assert f"{kinds['test']['result']['test_bpc']:.4f}" in proc.stdout  # the table, from the records
-    assert (tmp_path / "runs" / "compare.json").is_file() and not (tmp_path / "res" / "compare.json").exists()
+    assert (tmp_path / "runs" / "compare.json").is_file()
+    assert not (tmp_path / "res" / "compare" / "compare.json").exists()
     shutil.rmtree(tmp_path / "runs")
     proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"== infini, seed 7: done ({tmp_path / 'res'}/infini/seed-7/test.json exists)" in proc.stdout
+    assert f"== infini, seed 7: done ({rec}/test.json exists)" in proc.stdout
     assert not (tmp_path / "runs" / "infini").exists()
 
 
@@ -281,7 +282,7 @@ def test_reproduce_full_skips_what_results_holds_and_renders(tmp_path):
     out = proc.stdout
     assert "==== skipped: results/demo/test.json already in results/" in out and "scripts/demo.sh" not in out
     assert "bench_model.py --config configs/tiny.yaml" in out and "--config bench/small.yaml" not in out
-    assert "--results-dir results/compare" in out and "--seeds 1111,2222,3333" in out
+    assert "--out-dir runs/results/compare --results-dir results" in out and "--seeds 1111,2222,3333" in out
     assert "plot_gates.py --checkpoint runs/results/compare/infini+gate/seed-1111/best.pt" in out
     assert "--checkpoint runs/results/compare/infini/seed-1111/best.pt" not in out
     assert "--eval screen" in out and "infini+gate+corrected+dpfp+l2" in out

@@ -3,9 +3,12 @@
 `PasskeyTrainer` is the `Trainer` (checkpoints, exact resume, TensorBoard, DDP, signals all unchanged)
 with three hooks filled in: its batch source yields passkey instances mixed with ordinary text
 (`data_utils.passkey.PasskeyBatches`), every lane starts a new document so the memory is reset before
-every batch, and the loss is the mean NLL of the answer digits (+ `all_weight` x the mean NLL of every
-target). Validation scores held-out instances at the training length (teacher-forced answer NLL and
-digit accuracy); `best.pt` is the step with the lowest answer NLL.
+every batch (with `passkey.state_passing`, only the lanes whose draw says so: the others carry their
+memory, detached, into the next instance, and the carried memories are part of every checkpoint as
+any trainer's state is), and the loss is the mean NLL of the answer digits (+ `all_weight` x the mean
+NLL of every target, + the write-gate priors `write_penalty` and `write_logit_penalty`). Validation
+scores held-out instances at the training length (teacher-forced answer NLL and digit accuracy);
+`best.pt` is the step with the lowest answer NLL.
 
 `retrieve` streams instances (any length, one chunk at a time, the state carried) and decodes the five
 digits greedily: the test of the paper's §4.2 as `scripts/passkey.py eval` runs it.
@@ -51,14 +54,23 @@ class PasskeyTrainer(Trainer):
         self._answer: torch.Tensor | None = None
         self._copy: torch.Tensor | None = None
         self._answer_nll = [0.0, 0]  # sum and count since the last log line
-        self._betas: list[torch.Tensor] = []  # mean write gate of each layer in this forward (write_penalty)
-        if task.write_penalty and not cfg.model.write_gate:
-            raise ConfigError("passkey.write_penalty needs model.write_gate: true (it penalises the mean "
-                              "write gate)")
+        self._priors: list[torch.Tensor] = []  # write-gate priors of each layer in this forward
+        self._ages: list[int] = []  # the memory's age at each question since the last log line
+        for name in ("write_penalty", "write_logit_penalty"):
+            if getattr(task, name) and not cfg.model.write_gate:
+                raise ConfigError(f"passkey.{name} needs model.write_gate: true (it acts on the write gate)")
+        if task.state_passing:
+            if cfg.model.memory != "infini":
+                raise ConfigError("passkey.state_passing carries the compressive memory: it needs "
+                                  f"model.memory infini, got {cfg.model.memory}")
+            if cfg.data.tgt_len % cfg.model.segment_len:
+                raise ConfigError(f"passkey.state_passing needs data.tgt_len ({cfg.data.tgt_len}) to be a "
+                                  f"multiple of model.segment_len ({cfg.model.segment_len}), so that every "
+                                  "instance starts a segment")
         super().__init__(cfg, run_dir, **kwargs)
-        if task.write_penalty:
+        if task.write_penalty or task.write_logit_penalty:
             for block in self.model.blocks:
-                block.attn.write_gate.register_forward_hook(self._keep_beta)
+                block.attn.write_gate.register_forward_hook(self._gate_prior)
         if init_from and self.step == 0:
             try:
                 self._init_weights(init_from)
@@ -84,11 +96,29 @@ class PasskeyTrainer(Trainer):
         The answer mask of the batch is kept for `_loss`, which runs right after it is yielded."""
         for batch in self.train_iter:
             self._answer, self._copy = batch.answer, batch.copy
-            yield batch.x, batch.y, True
+            if not self.task.state_passing:
+                yield batch.x, batch.y, True
+                continue
+            # State passing: reset the lanes that do not carry; the others keep the memory that the
+            # last step left (detached by train_step), restored from the checkpoint after a resume.
+            reset = ~batch.carry
+            n = self.chunk_lanes
+            self.states = [s.reset(reset[i * n:(i + 1) * n]) for i, s in enumerate(self.states)]
+            question = (batch.answer.long().argmax(1) + 1).cpu().numpy()  # [B]: position of the answer
+            has = batch.answer.any(1).cpu().numpy()
+            self._ages.extend((batch.age + question)[has].tolist())
+            yield batch.x, batch.y, False
 
-    def _keep_beta(self, module: torch.nn.Module, args: tuple, logits: torch.Tensor) -> None:
-        if torch.is_grad_enabled():  # a training forward (validation runs without gradients)
-            self._betas.append(torch.sigmoid(logits.float()).mean())
+    def _gate_prior(self, module: torch.nn.Module, args: tuple, logits: torch.Tensor) -> None:
+        """The write-gate priors of one layer's training forward (validation runs without gradients)."""
+        if not torch.is_grad_enabled():
+            return
+        logits = logits.float()
+        prior = self.task.write_penalty * torch.sigmoid(logits).mean()
+        if self.task.write_logit_penalty and self.step >= self.task.write_logit_penalty_from:
+            floor = self.task.write_logit_floor
+            prior = prior + self.task.write_logit_penalty * (logits - floor).clamp_min(0.0).mean()
+        self._priors.append(prior)
 
     def _loss(self, out: LMOutput, lanes: slice) -> torch.Tensor:
         answer = self._answer[lanes]
@@ -97,18 +127,24 @@ class PasskeyTrainer(Trainer):
             self._answer_nll[0] += float((out.nll.detach().float() * answer).sum())
             self._answer_nll[1] += int(n)
         loss = answer_loss(out.nll, answer, self.task.all_weight, self._copy[lanes], self.task.copy_weight)
-        if self._betas:  # an L1 prior on writes: what the answer does not need is not written
-            loss = loss + self.task.write_penalty * torch.stack(self._betas).mean()
-            self._betas.clear()
+        if self._priors:  # priors on writes: what the answer does not need is not written
+            loss = loss + torch.stack(self._priors).mean()
+            self._priors.clear()
         return loss
 
     def _log_train(self, window: Any, lr: float) -> None:
         super()._log_train(window, lr)
         total, n = self._answer_nll
         if n:
-            self.writer.record("train_answer", self.step, {"answer_nll": total / n})
-            self.writer.scalars(self.step, {"train/answer_nll": total / n})
+            values = {"answer_nll": total / n}
+            if self._ages:  # state passing: how old the memories were at the questions of this window
+                q = np.percentile(np.asarray(self._ages, dtype=np.float64), [10, 50, 90, 100])
+                values.update({"age_mean": float(np.mean(self._ages)), "age_p10": q[0], "age_p50": q[1],
+                               "age_p90": q[2], "age_max": q[3]})
+            self.writer.record("train_answer", self.step, values)
+            self.writer.scalars(self.step, {f"train/{k}": v for k, v in values.items()})
         self._answer_nll = [0.0, 0]
+        self._ages = []
 
     def _validate(self) -> dict[str, Any]:
         t0 = time.time()
