@@ -263,7 +263,8 @@ def test_reproduce_quick_writes_only_into_its_out_folder(tmp_path):
     steps = " ".join(commands)
     assert f"RUN={out}/compare/infini/seed-1111 RESULTS={out}/results/demo bash scripts/demo.sh" in steps
     assert "--rows infini,infini+gate,xl,none --seeds 1111 " in steps
-    assert "passkey_cpu.sh --eval screen-short" in steps and "--rounds 3 --steps 3 --no-memory" in steps
+    assert "passkey_cpu.sh --stages 1 --eval screen-short" in steps
+    assert "--rounds 3 --steps 3 --no-memory" in steps
     assert "configs/wt2_tiny.yaml" in steps and not (out / "durations.txt").exists()
 
 
