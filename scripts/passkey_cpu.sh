@@ -132,17 +132,19 @@ while IFS=$'\t' read -r row seed extra; do
         short)
             evaluate filler --lengths 2k,8k --instances 20
             evaluate text-valid --lengths 2k,8k --instances 20 --haystack text --haystack-split valid ;;
-        full)
-            evaluate filler-2k-8k --lengths 2k,8k --instances 100
-            evaluate filler-32k --lengths 32k --instances 20
+        full)  # the milestone's cells first (filler at 128K and 1M, held-out test text at 32K), then the rest
             evaluate filler-long --lengths 128k,1m --instances 10
-            for split in valid test; do
-                evaluate "text-$split-2k-8k" --lengths 2k,8k --instances 100 --haystack text --haystack-split "$split"
-                evaluate "text-$split-32k" --lengths 32k --instances 20 --haystack text --haystack-split "$split"
-            done
-            evaluate text-train-long --lengths 128k,1m --instances 10 --haystack text --haystack-split train
+            evaluate text-test-32k --lengths 32k --instances 20 --haystack text --haystack-split test
             if [ "${row%%+*}" = infini ]; then
                 probe probe-filler --lengths 2k,8k,32k,128k,1m --keys 4
+            fi
+            evaluate filler-2k-8k --lengths 2k,8k --instances 100
+            evaluate filler-32k --lengths 32k --instances 20
+            evaluate text-test-2k-8k --lengths 2k,8k --instances 100 --haystack text --haystack-split test
+            evaluate text-valid-2k-8k --lengths 2k,8k --instances 100 --haystack text --haystack-split valid
+            evaluate text-valid-32k --lengths 32k --instances 20 --haystack text --haystack-split valid
+            evaluate text-train-long --lengths 128k,1m --instances 10 --haystack text --haystack-split train
+            if [ "${row%%+*}" = infini ]; then
                 probe probe-text --lengths 2k,8k,32k --keys 4 --haystack text --haystack-split valid
             fi ;;
     esac

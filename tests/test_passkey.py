@@ -504,7 +504,8 @@ def _train_args(run: Path, *extra: str) -> list[str]:
             "train.log_interval": 1, "train.eval_interval": 2, "train.ckpt_interval": 2,
             "train.device": "cpu", "eval.max_tokens": 256, "eval.test_max_tokens": 256,
             "passkey.val_instances": 4, "passkey.text_frac": 0.25, "passkey.all_weight": 0.1,
-            "passkey.min_len": 260, "passkey.curriculum_steps": 4}
+            "passkey.min_len": 260, "passkey.curriculum_steps": 4, "passkey.state_passing_from": 0,
+            "passkey.write_logit_penalty_from": 0}
     args = ["train", "--config", str(ROOT / "configs" / "passkey_cpu.yaml"), "--run-dir", str(run),
             "--no-progress"]
     for k, v in sets.items():
@@ -678,6 +679,7 @@ def test_write_logit_penalty_pushes_logits_above_its_floor_only(tmp_path):
     above = bias("above", "passkey.write_logit_penalty=50", "passkey.write_logit_floor=1000")
     assert (pushed < base - 0.02).all(), (pushed, base)
     assert torch.equal(above, base)
+    assert torch.equal(bias("pushed", "passkey.write_logit_penalty=50"), pushed)  # finished: its result again
 
 
 def test_state_passing_carries_lanes_by_their_own_draw_and_ages_resume(tok):

@@ -68,7 +68,7 @@ class PasskeyTrainer(Trainer):
                                   f"multiple of model.segment_len ({cfg.model.segment_len}), so that every "
                                   "instance starts a segment")
         super().__init__(cfg, run_dir, **kwargs)
-        if task.write_penalty or task.write_logit_penalty:
+        if (task.write_penalty or task.write_logit_penalty) and self.finished is None:  # a model to train
             for block in self.model.blocks:
                 block.attn.write_gate.register_forward_hook(self._gate_prior)
         if init_from and self.step == 0:
