@@ -312,7 +312,7 @@ def _probe_drop(probes: list[dict]) -> str:
     ratio = first[best] / last if last > 0 else float("inf")
     times = f"{ratio:.0f}x" if ratio >= 10 else f"{ratio:.1f}x"
     span = f"{fmt_len(probes[0]['rows'][0]['length'])} -> {fmt_len(probes[0]['rows'][-1]['length'])}"
-    return f"layer {best}, {span}: {first[best]:.2g} -> {last:.2g} ({times} lower)"
+    return f"layer {best}, {span}: {first[best]:.2g} -> {last:.2g} ({times})"
 
 
 def render_screen(data: dict) -> str:
@@ -326,7 +326,8 @@ def render_screen(data: dict) -> str:
              f"the lowest seed. Keys per cell: {_keys_line(data, hays, _lengths(data, hays))}."
              f"{_text_line(data)}"
              + (" Probe: the trace of the key in the layer that carries it most, filler haystack, mean over "
-                "the seeds." if probe else ""), "",
+                "the seeds, from the shortest to the longest length (and how many times lower it ends)."
+                if probe else ""), "",
              "| memory | seeds | " + " | ".join(f"{LABELS[h]} " + " / ".join(fmt_len(n) for n in cols[h])
                                                for h in hays) + (" | probe: trace |" if probe else " |"),
              "|---|---|" + "---|" * (len(hays) + probe)]
