@@ -15,9 +15,10 @@ A table that comes from results/ sits between markers in a Markdown file, each a
 
 `render` rewrites every block of README.md, docs/*.md and bench/RESULTS.md from the records under
 --results-dir; `check` exits 1 naming each block whose text differs from its rendering (or that cannot
-be rendered), and changes nothing. Each block ends with the command that measured its numbers (the
-records' provenance: `via`, the script that ran the program, else the program's own command), their
-commits and machines. Blocks (KEY=VALUE options in the marker):
+be rendered), and changes nothing. Both refuse (exit 2) a results folder that holds a JSON file that is
+not a record in the layout of results/README.md. Each block ends with the command that measured its
+numbers (the records' provenance: `via`, the script that ran the program, else the program's own
+command), their commits and machines. Blocks (KEY=VALUE options in the marker):
 
     demo, words           the test bpc or perplexity of results/demo, results/words (eval.py records)
     compare               results/compare/ROW/seed-S/test.json; style=full (docs) or summary (README);
@@ -533,6 +534,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"<!-- results:{args.block}{' ' + opts if opts else ''} -->"
                   + render_block(args.block, parse_options(opts), root) + CLOSE)
             return 0
+        find_records(root)  # every file of the results folder is a record, in the layout
         problems = process(doc_files(args.files), root, write=args.command == "render")
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)

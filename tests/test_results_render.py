@@ -277,6 +277,16 @@ def test_check_names_each_block_that_differs_or_cannot_render(tree, tmp_path, ca
         assert message in capsys.readouterr().err
 
 
+def test_check_refuses_a_results_folder_with_a_file_that_is_not_a_record(tmp_path, capsys):
+    doc = tmp_path / "page.md"
+    doc.write_text("no blocks\n")
+    stray = tmp_path / "results" / "passkey" / "infini" / "seed-1" / "passkey_tables.json"
+    stray.parent.mkdir(parents=True)
+    stray.write_text("{}")
+    assert R.main(["check", "--results-dir", str(tmp_path / "results"), "--files", str(doc)]) == 2
+    assert f"{stray}: not a results record" in capsys.readouterr().err
+
+
 def test_show_prints_a_block_ready_to_paste(tree, capsys):
     assert R.main(["show", "--results-dir", str(tree), "gates"]) == 0
     out = capsys.readouterr().out
