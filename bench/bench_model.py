@@ -28,6 +28,10 @@ the next step. Random tokens of the config's shape (``data.batch_size`` x ``data
     python bench/bench_model.py --config bench/small.yaml --txl-repo /path/to/transformer-xl
     python bench/bench_model.py --config configs/enwik8_base.yaml --set data.batch_size=4 \\
         --set data.tgt_len=512 --modes infini,xl,none
+
+``--out FILE`` writes the whole result as JSON; ``--results FILE`` also writes it as a results record
+(``results/speed/demo.json``: the rows and ratios, with the commit, the config, the command, the
+machine and the wall time in the record's envelope; infiniattention/training/results.py).
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ from infiniattention.dropout import use_fast_dropout  # noqa: E402
 from infiniattention.training.config import ConfigError, RunConfig, load_config  # noqa: E402
 from infiniattention.training.evaluate import precision_autocast  # noqa: E402
 from infiniattention.training.optim import build_optimizer  # noqa: E402
+from infiniattention.training.results import record, write_result  # noqa: E402
 
 SWITCHES = ("compile", "fastdrop")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -323,6 +328,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="profile 2 steps of each variant and print its top K ops by self time")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "bench_model.json"))
+    ap.add_argument("--results", metavar="FILE", default=None,
+                    help="also write the result as a results record, e.g. results/speed/demo.json")
     ap.add_argument("--memory-worker", default=None, help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
@@ -360,6 +367,7 @@ def profile_top(runner: Runner, device: torch.device, k: int) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> None:
     global CLOCK
+    start = time.time()
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -471,6 +479,11 @@ def main(argv: list[str] | None = None) -> None:
         "rows": rows, "ratios": ratios, "step_times_s": times, "profiles": profiles,
     }
     print(f"wrote {write_json(args.out, result)}")
+    if args.results:
+        envelope = ("command", "date_utc", "commit", "machine", "config")  # the record's own fields
+        rec = record("bench_model", {k: v for k, v in result.items() if k not in envelope},
+                     config=cfg.to_dict(), wall_s=time.time() - start, device=device)
+        print(f"wrote {write_result(args.results, rec)}")
 
 
 if __name__ == "__main__":

@@ -1,16 +1,22 @@
 """The Markdown table of scripts/compare_memory.sh, from the runs it made; and its run plan.
 
-    python scripts/compare_table.py runs/compare [--rows infini,xl,none] [--command "bash ..."]
+    python scripts/compare_table.py runs/compare [--rows infini,xl,none] [--command "bash ..."] [--json F]
+    python scripts/compare_table.py --record runs/compare/infini/seed-1111 --results FILE
     python scripts/compare_table.py --plan infini,infini+gate,none --seeds 1,2 --config C -- [--set k=v ...]
 
 Table: one row per memory row (those with finished runs): parameters, state bytes per lane at the end
 of the test stream, training tokens/s (median of the logged windows of every seed), and over the seeds
 the mean and the range (max - min) of the test bpc (whole split, memory carried), of the bpc with the
 memory reset at every segment (K = 1), and of their difference, the memory's gain; then each row's
-difference to `none`, seed by seed. Reads each run's config.yaml, metrics.jsonl, best.pt and
-context_curve.json (OUT/ROW/seed-SEED); prints the table and writes compare.json.
+difference to `none`, seed by seed. Reads OUT/ROW/seed-SEED: the results record test.json that
+--record wrote there (a results folder, e.g. results/compare), else the run itself (its metrics.jsonl,
+best.pt and context_curve.json); prints the table and writes compare.json (--json; default: into OUT
+when OUT holds runs, none for a results folder).
 
---plan prints one line per run (row, seed, the row's --set arguments), and refuses an unknown row.
+--record measures one finished run (what the table shows of it) and writes it as a results record
+(kind "compare"). --plan prints one line per run (row, seed, the row's --set arguments), and refuses
+an unknown row. `render_full`, `render_summary` and `render_curve` are the tables that
+scripts/results.py renders into README.md and docs/ from results/compare.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import json
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -31,6 +38,7 @@ with heavy_imports():  # torch: a missing requirement or a Ctrl-C meanwhile is o
     import torch
 
     from infiniattention.config import memory_settings
+    from infiniattention.training import results
     from infiniattention.training.checkpoint import CheckpointError
     from infiniattention.training.evaluate import load_for_inference
 
@@ -95,6 +103,12 @@ def state_bytes_at_end(model, n_tokens: int, tgt_len: int) -> int:
 
 
 def row(run: Path) -> dict:
+    """What the table shows of one finished run (OUT/ROW/seed-SEED)."""
+    return measure(run)[0]
+
+
+def measure(run: Path) -> tuple[dict, dict | None]:
+    """`row` of one run, and the resolved config of its best.pt."""
     model, _, cfg, ckpt = load_for_inference(str(run / "best.pt"))
     curve = json.loads((run / "context_curve.json").read_text())
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -112,7 +126,7 @@ def row(run: Path) -> dict:
         "test_bpc": full, "bpc_k1": k1, "memory_gain": k1 - full, "test_tokens": curve["tokens"],
         "segment_len": cfg.model.segment_len,
         "mem_len": cfg.model.mem_len if cfg.model.memory == "xl" else None,
-    }
+    }, ckpt.get("config")
 
 
 def commit() -> str:
@@ -130,44 +144,111 @@ def spread(values: list[float]) -> str:
     return f"{mean:.4f}" if len(values) == 1 else f"{mean:.4f} ({max(values) - min(values):.4f})"
 
 
-def table(out: Path, names: list[str], command: str) -> tuple[str, list[dict]]:
-    runs = {name: [row(p.parent) for p in sorted((out / name).glob("seed-*/context_curve.json"))]
-            for name in names}
-    runs = {name: rs for name, rs in runs.items() if rs}
-    if not runs:
-        raise FileNotFoundError(f"no finished run in {out} (expected {', '.join(names)} sub-folders)")
-    first = next(iter(runs.values()))[0]
-    seeds = sorted({r["seed"] for rs in runs.values() for r in rs})
-    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+def load_runs(out: Path, names: list[str]) -> dict[str, list[dict]]:
+    """Row name -> the rows of its seeds (seed order), from records (OUT/ROW/seed-S/test.json) or runs."""
+    runs = {}
+    for name in names:
+        folders = sorted((p for p in (out / name).glob("seed-*") if p.name[5:].isdigit()),
+                         key=lambda p: int(p.name[5:]))
+        rows = []
+        for folder in folders:
+            if (folder / "test.json").is_file():
+                rows.append(results.read_result(folder / "test.json")["result"])
+            elif (folder / "context_curve.json").is_file() and (folder / "best.pt").is_file():
+                rows.append(row(folder))
+        if rows:
+            runs[name] = rows
+    return runs
+
+
+def label(name: str, r0: dict) -> str:
+    return f"`{name}`" + (f" (mem_len {r0['mem_len']})" if r0.get("mem_len") else "")
+
+
+def versus_none(runs: dict[str, list[dict]]) -> list[tuple[str, list[float]]]:
+    """(row, test bpc of `none` minus the row's, seed by seed) for every row with seeds that none has."""
+    if "none" not in runs:
+        return []
+    base = {r["seed"]: r["test_bpc"] for r in runs["none"]}
+    out = []
+    for name, rs in runs.items():
+        diffs = [base[r["seed"]] - r["test_bpc"] for r in rs if r["seed"] in base]
+        if name != "none" and diffs:
+            out.append((name, diffs))
+    return out
+
+
+def render_full(runs: dict[str, list[dict]]) -> str:
+    """The table of docs/results.md (every column) and each row's gain over `none`, seed by seed."""
     lines = [
-        f"`{command}` ({date}, commit {commit()}): {first['step']:,} steps each, the same config and tokens, "
-        f"seeds {', '.join(map(str, seeds))}; test split of the bundled enwik8 sample "
-        f"({first['test_tokens']:,} tokens, memory carried across the whole split in each lane; K = 1: "
-        "memory reset at every segment). Mean over the seeds, the range (max - min) in brackets.",
-        "",
         "| memory | seeds | parameters | state bytes per lane (end of stream) | training tokens/s | "
         "test bpc | bpc at K = 1 | memory gain (K = 1 - full) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, rs in runs.items():
         r0 = rs[0]
-        label = f"`{name}`" + (f" (mem_len {r0['mem_len']})" if r0["mem_len"] else "")
         speeds = [r["tokens_per_s"] for r in rs if r["tokens_per_s"]]
         speed = f"{statistics.median(speeds) / 1000:.1f}K" if speeds else "n/a"
-        lines.append(f"| {label} | {len(rs)} | {r0['parameters']:,} | {r0['state_bytes_per_lane']:,} | "
-                     f"{speed} | {spread([r['test_bpc'] for r in rs])} | {spread([r['bpc_k1'] for r in rs])} "
-                     f"| {spread([r['memory_gain'] for r in rs])} |")
-    if "none" in runs:
-        base = {r["seed"]: r["test_bpc"] for r in runs["none"]}
+        lines.append(f"| {label(name, r0)} | {len(rs)} | {r0['parameters']:,} | "
+                     f"{r0['state_bytes_per_lane']:,} | {speed} | {spread([r['test_bpc'] for r in rs])} | "
+                     f"{spread([r['bpc_k1'] for r in rs])} | {spread([r['memory_gain'] for r in rs])} |")
+    gains = versus_none(runs)
+    if gains:
         lines += ["", "Test bpc gained over `none` with the same seed (positive: better than none):", ""]
-        for name, rs in runs.items():
-            if name == "none":
-                continue
-            diffs = [base[r["seed"]] - r["test_bpc"] for r in rs if r["seed"] in base]
-            if diffs:
-                lines.append(f"- `{name}`: mean {statistics.fmean(diffs):+.4f}, per seed "
-                             + ", ".join(f"{d:+.4f}" for d in diffs))
-    return "\n".join(lines) + "\n", [r for rs in runs.values() for r in rs]
+        lines += [f"- `{name}`: mean {statistics.fmean(d):+.4f}, per seed "
+                  + ", ".join(f"{x:+.4f}" for x in d) for name, d in gains]
+    return "\n".join(lines) + "\n"
+
+
+def render_summary(runs: dict[str, list[dict]]) -> str:
+    """The README's table: test bpc over the seeds, what the memory is worth, the gain over `none`."""
+    gains = dict(versus_none(runs))
+    lines = ["| memory | seeds | test bpc, mean (range) | memory worth | vs `none`, per seed (+: better) |",
+             "|---|---:|---:|---:|---|"]
+    for name, rs in runs.items():
+        worth = statistics.fmean(r["memory_gain"] for r in rs)
+        vs = ", ".join(f"{x:+.4f}" for x in gains.get(name, []))
+        lines.append(f"| {label(name, rs[0])} | {len(rs)} | {spread([r['test_bpc'] for r in rs])} | "
+                     f"{worth:.4f} | {vs} |")
+    return "\n".join(lines) + "\n"
+
+
+def render_curve(curves: dict[str, dict], ks: list[int] | None = None) -> str:
+    """Row name -> context_curve.py result: the metric with the memory reset every K segments, one row
+    per memory; `ks` chooses the columns (default: every K of the first curve), then the full stream."""
+    first = next(iter(curves.values()))
+    metric = first["metric"]
+    ks = ks or [p["K"] for p in first["curve"] if p["K"] is not None]
+    lines = ["| memory reset every K segments | " + " | ".join(map(str, ks)) + " | never |",
+             "|---|" + "---:|" * (len(ks) + 1)]
+    for name, res in curves.items():
+        by_k = {p["K"]: p[metric] for p in res["curve"]}
+        cells = [f"{by_k[k]:.4f}" if k in by_k else "-" for k in [*ks, None]]
+        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def table(out: Path, names: list[str], command: str) -> tuple[str, list[dict]]:
+    runs = load_runs(out, names)
+    if not runs:
+        raise FileNotFoundError(f"no finished run in {out} (expected {', '.join(names)} sub-folders)")
+    first = next(iter(runs.values()))[0]
+    seeds = sorted({r["seed"] for rs in runs.values() for r in rs})
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    caption = (f"`{command}` ({date}, commit {commit()}): {first['step']:,} steps each, the same config "
+               f"and tokens, seeds {', '.join(map(str, seeds))}; test split of the bundled enwik8 sample "
+               f"({first['test_tokens']:,} tokens, memory carried across the whole split in each lane; "
+               "K = 1: memory reset at every segment). Mean over the seeds, the range (max - min) in "
+               "brackets.")
+    return caption + "\n\n" + render_full(runs), [r for rs in runs.values() for r in rs]
+
+
+def write_record(run: Path, path: str) -> Path:
+    """--record: one run's row as a results record (kind "compare")."""
+    start = time.time()
+    result, config = measure(run)
+    return results.write_result(path, results.record("compare", result, config=config,
+                                                     wall_s=time.time() - start))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,6 +257,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", default="infini,xl,none", help="rows, in table order (default: %(default)s)")
     p.add_argument("--command", default="bash scripts/compare_memory.sh",
                    help="the command, for the caption (default: %(default)s)")
+    p.add_argument("--json", metavar="FILE", help="write the rows as JSON here (default: OUT/compare.json "
+                   "when OUT holds runs, none for a results folder)")
+    p.add_argument("--record", metavar="RUN", help="write one finished run's row as a results record "
+                   "(--results FILE) instead of a table")
+    p.add_argument("--results", metavar="FILE", help="with --record: the record's file, e.g. "
+                   "results/compare/infini/seed-1111/test.json")
     p.add_argument("--plan", metavar="ROWS", help="print the run plan of these rows instead of a table")
     p.add_argument("--seeds", default="", help="with --plan: comma-separated seeds (default: the config's)")
     p.add_argument("--config", help="with --plan: the config file")
@@ -186,6 +273,11 @@ def main(argv: list[str] | None = None) -> int:
             overrides = [o for o in args.overrides if o != "--set"]
             print("\n".join(plan(args.plan, args.seeds, args.config, overrides)))
             return 0
+        if args.record is not None:
+            if not args.results:
+                raise ValueError("--record needs --results FILE (e.g. results/compare/ROW/seed-S/test.json)")
+            print(f"wrote {write_record(Path(args.record), args.results)}")
+            return 0
         if args.out is None:
             p.error("the output folder of compare_memory.sh is required")
         names = [r.strip() for r in args.rows.split(",") if r.strip()]
@@ -194,7 +286,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1 if isinstance(err, FileNotFoundError) else 2
     print(text, end="")
-    (Path(args.out) / "compare.json").write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+    records = any(p.is_file() for name in names for p in (Path(args.out) / name).glob("seed-*/test.json"))
+    json_path = args.json or (None if records else Path(args.out) / "compare.json")
+    if json_path:
+        Path(json_path).write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
     return 0
 
 

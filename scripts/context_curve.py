@@ -1,7 +1,7 @@
 """Context curve: how much a model gains from context beyond its own segment.
 
     python scripts/context_curve.py --checkpoint runs/tiny/best.pt [--split test | --text FILE]
-        [--batch-size B] [--tgt-len L] [--max-tokens N] [--by-index-k 16] [--out-dir DIR]
+        [--batch-size B] [--tgt-len L] [--max-tokens N] [--by-index-k 16] [--out-dir DIR] [--results FILE]
 
 For K = 1, 2, 4, 8, ... segments and the full stream, the whole split (or file) is scored with every
 lane's long-term memory reset every K segments (eval.py --reset-every K): K = 1 is each segment on its
@@ -10,7 +10,8 @@ own, the full stream is the ordinary evaluation. Then the bpc by segment index a
 by construction; for infini and xl it shows whether the memory is used.
 
 Writes context_curve.md, context_curve.json and (with matplotlib, `pip install -e .[plots]`)
-context_curve.png to `--out-dir` (default: the checkpoint's folder).
+context_curve.png to `--out-dir` (default: the checkpoint's folder); with `--results FILE`, also the
+result as a results record (e.g. results/compare/infini/seed-1111/context_curve.json).
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from data_utils.startup import heavy_imports  # noqa: E402
 
 with heavy_imports():  # torch: a missing requirement or a Ctrl-C meanwhile is one line
+    from infiniattention.training import results
     from infiniattention.training.checkpoint import CheckpointError
-    from infiniattention.training.cli import RERUN, check_out_dir, cli_entry, exit_with
+    from infiniattention.training.cli import RERUN, check_out_dir, check_results_file, cli_entry, exit_with
     from infiniattention.training.distributed import select_device
     from infiniattention.training.errors import UserError
     from infiniattention.training.evaluate import evaluate, load_for_inference, load_stream
@@ -49,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"),
                    help="auto: cuda when a GPU is visible, else cpu (default: %(default)s)")
     p.add_argument("--out-dir", help="where to write the table and plot (default: the checkpoint's folder)")
+    p.add_argument("--results", metavar="FILE", help="also write the curve as a results record (the numbers, "
+                   "the commit, the config, the command, the machine, the wall time; default: none)")
     return p
 
 
@@ -117,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out_dir = Path(args.out_dir) if args.out_dir else Path(args.checkpoint).parent
     check_out_dir("--out-dir", out_dir)  # before the evaluations, which can take long
+    check_results_file("--results", args.results)
+    start = time.time()
     try:
         if args.by_index_k < 1:
             raise ValueError(f"--by-index-k must be a positive integer, got {args.by_index_k}")
@@ -162,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(time.time() - t0, 1),
     }
     write_report(out_dir, "context_curve", to_markdown(res), res, plot)
+    if args.results:
+        rec = results.record("context_curve", res, config=ckpt.get("config"), wall_s=time.time() - start,
+                             device=device)
+        print(f"wrote {results.write_result(args.results, rec)}")
     return 0
 
 

@@ -5,7 +5,8 @@
 # stage 2's last checkpoint (the end of its cosine schedule), in the filler and in real text.
 #
 #   bash scripts/passkey_cpu.sh [--out-dir runs/passkey] [--seeds 1111,2222,3333] [--stages 1|2]
-#                               [--eval full|short|screen|none] [--results-dir results] [ROW ...]
+#                               [--eval full|short|screen|screen-short|none] [--results-dir results]
+#                               [ROW ...]
 #
 # ROW: infini (the paper's memory; default), xl (mem_len 64 = one segment), none, or infini with memory
 # options joined by '+': gate, corrected, dpfp, l2, deltanet (e.g. infini+gate), then optionally the
@@ -16,17 +17,21 @@
 # record into RESULTS/passkey/ROW/seed-SEED/NAME.json (RESULTS: --results-dir, default results/).
 # --stages 1 --eval screen is the screen of docs/passkey.md: stage 1 only, its last checkpoint evaluated
 # at 1K, 2K, 8K and 32K (10 keys at depths 0, 0.5, 1) in the filler and in valid text, and the memory
-# probe from 2K to 128K, into RESULTS/passkey-screen/ROW/seed-SEED/. --eval full (default for infini
+# probe from 2K to 128K, into RESULTS/passkey-screen/ROW/seed-SEED/ (--eval screen-short: 1K and 2K
+# alone, no probe: the check of reproduce_results.sh --quick). --eval full (default for infini
 # rows) evaluates the grid of docs/passkey.md: depths 0, 0.25, 0.5, 0.75, 1; the filler at 2K and 8K
 # (100 keys per cell), 32K (20), 128K and 1M (10); text of the valid and the test split at 2K, 8K (100)
 # and 32K (20); training-split text at 128K and 1M (10); and the memory probe (scripts/memory_probe.py)
 # in both haystacks from 2K to 1M. --eval short (default for xl and none, which reach no key beyond
-# their window): the filler and valid text at 2K and 8K, 20 keys. A finished stage or evaluation is not
-# run again; an interrupted training resumes where it stopped. --out is the old name of --out-dir.
-# PY=/path/to/python chooses the interpreter (default: .venv).
+# their window): the filler and valid text at 2K and 8K, 20 keys. A finished stage is not trained again
+# and an interrupted training resumes where it stopped; an evaluation whose record exists is not run
+# again, and a row and seed whose records all exist is not trained either, so a grid can be spread over
+# sessions and machines. The records name this command (provenance.via). --out is the old name of
+# --out-dir. PY=/path/to/python chooses the interpreter (default: .venv).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+args=("$@")
 out=runs/passkey
 seeds=1111
 eval_mode=""
@@ -40,15 +45,20 @@ while [ $# -gt 0 ]; do
         --eval) eval_mode=$2; shift 2 ;;
         --stages) stages=$2; shift 2 ;;
         --results-dir) results_dir=$2; shift 2 ;;
-        -h|--help) sed -n 2,27p "$0"; exit 0 ;;
+        -h|--help) sed -n 2,30p "$0"; exit 0 ;;
         -*) echo "error: unknown argument $1 (see --help)" >&2; exit 2 ;;
         *) rows+=("$1"); shift ;;
     esac
 done
-case "$eval_mode" in ""|full|short|screen|none) ;; *) echo "error: --eval must be full, short, screen or none, got $eval_mode" >&2; exit 2 ;; esac
+case "$eval_mode" in
+    ""|full|short|screen|screen-short|none) ;;
+    *) echo "error: --eval must be full, short, screen, screen-short or none, got $eval_mode" >&2; exit 2 ;;
+esac
 case "$stages" in 1|2) ;; *) echo "error: --stages must be 1 or 2, got $stages" >&2; exit 2 ;; esac
 [ ${#rows[@]} -gt 0 ] || rows=(infini)
 . scripts/python.sh
+# The records name this command (provenance.via): the one that reproduces them.
+export INFINI_RESULTS_VIA="$(command_line bash scripts/passkey_cpu.sh "${args[@]}")"
 require_modules torch yaml
 # Each row's --set arguments (a bad row or seed is refused here, before any training).
 plan=$("$PY" scripts/compare_table.py --plan "$(IFS=,; echo "${rows[*]}")" --seeds "$seeds" \
@@ -57,38 +67,56 @@ plan=$("$PY" scripts/compare_table.py --plan "$(IFS=,; echo "${rows[*]}")" --see
 
 evaluate() {  # evaluate NAME ARGS...: one passkey evaluation into $run/eval/NAME and its results record
     local name=$1; shift
-    [ -f "$run/eval/$name/passkey.json" ] && [ -f "$record/$name.json" ] && return 0
+    [ -f "$record/$name.json" ] && return 0
     echo "== $row, seed $seed: $name"
     "$PY" scripts/passkey.py eval --checkpoint "$last" --no-exact-rss --out-dir "$run/eval/$name" \
-        --results "$record/$name.json" "$@" | grep -E '^\| [0-9]' | head -n 8
+        --results "$record/$name.json" "$@" | awk '/^\| [0-9]/ && n++ < 8'  # reads all: no SIGPIPE
 }
 
 probe() {  # probe NAME ARGS...: the memory probe into $run/eval/NAME and its results record
     local name=$1; shift
-    [ -f "$run/eval/$name/memory_probe.json" ] && [ -f "$record/$name.json" ] && return 0
+    [ -f "$record/$name.json" ] && return 0
     echo "== $row, seed $seed: $name"
     "$PY" scripts/memory_probe.py --checkpoint "$last" --out-dir "$run/eval/$name" \
         --results "$record/$name.json" "$@" | tail -n 3
 }
 
+records() {  # records MODE: the names of the records MODE makes for $row
+    local infini=""
+    [ "${row%%+*}" = infini ] && infini=1
+    case "$1" in
+        screen) echo filler text-valid ${infini:+probe-filler} ;;
+        screen-short) echo filler-1k-2k text-valid-1k-2k ;;
+        short) echo filler text-valid ;;
+        full) echo filler-2k-8k filler-32k filler-long text-valid-2k-8k text-valid-32k text-test-2k-8k \
+                   text-test-32k text-train-long ${infini:+probe-filler-1m probe-text} ;;
+    esac
+}
+
 while IFS=$'\t' read -r row seed extra; do
     run=$out/$row/seed-$seed
     read -r -a sets <<< "$extra"
+    mode=$eval_mode
+    [ -n "$mode" ] || case "$row" in infini*) mode=full ;; *) mode=short ;; esac
+    record=$results_dir/passkey/$row/seed-$seed
+    [ "$stages" = 2 ] || record=$results_dir/passkey-screen/$row/seed-$seed
+    missing=0
+    for name in $(records "$mode"); do [ -f "$record/$name.json" ] || missing=1; done
+    if [ "$mode" != none ] && [ $missing = 0 ]; then
+        echo "== $row, seed $seed: done (every record of --eval $mode is in $record)"
+        continue
+    fi
     echo "== $row, seed $seed: stage 1 (configs/passkey_cpu.yaml) -> $run/stage1"
     "$PY" scripts/passkey.py train --config configs/passkey_cpu.yaml --run-dir "$run/stage1" --no-progress \
         "${sets[@]}" --set "train.seed=$seed" --set "passkey.seed=$seed"
-    record=$results_dir/passkey-screen/$row/seed-$seed
     if [ "$stages" = 2 ]; then
         echo "== $row, seed $seed: stage 2 (configs/passkey_cpu_2k.yaml) -> $run/stage2"
         "$PY" scripts/passkey.py train --config configs/passkey_cpu_2k.yaml --run-dir "$run/stage2" \
             --no-progress --init "$run/stage1/best.pt" "${sets[@]}" --set "train.seed=$seed" \
             --set "passkey.seed=$((seed + 1))"
-        record=$results_dir/passkey/$row/seed-$seed
     fi
     # The last checkpoint, not best.pt: 32 validation instances rank checkpoints too coarsely.
     last=$(ls "$run/stage$stages"/ckpt_*.pt | sort | tail -n 1)
-    mode=$eval_mode
-    [ -n "$mode" ] || case "$row" in infini*) mode=full ;; *) mode=short ;; esac
     case "$mode" in
         screen)
             evaluate filler --lengths 1k,2k,8k,32k --depths 0,0.5,1 --instances 10
@@ -97,6 +125,10 @@ while IFS=$'\t' read -r row seed extra; do
             if [ "${row%%+*}" = infini ]; then
                 probe probe-filler --lengths 2k,8k,32k,128k --keys 4
             fi ;;
+        screen-short)
+            evaluate filler-1k-2k --lengths 1k,2k --depths 0,0.5,1 --instances 10
+            evaluate text-valid-1k-2k --lengths 1k,2k --depths 0,0.5,1 --instances 10 --haystack text \
+                --haystack-split valid ;;
         short)
             evaluate filler --lengths 2k,8k --instances 20
             evaluate text-valid --lengths 2k,8k --instances 20 --haystack text --haystack-split valid ;;

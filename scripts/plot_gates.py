@@ -1,12 +1,15 @@
 """Gate analysis: sigmoid(b) of every layer and head (eq. 10), as in the paper's Figure 3.
 
     python scripts/plot_gates.py --checkpoint runs/tiny/best.pt [--run-dir runs/tiny] [--out-dir DIR]
+        [--results FILE]
 
 Prints the gates as a table (layer x head, with each layer's spread) and writes gates.md, gates.json
 and, with matplotlib (`pip install -e .[plots]`), gates.png, a heat-map: 1 means the head reads only
 the compressive memory, 0 only local attention. With `--run-dir`, also the gate trajectories over
 training, read from the run's TensorBoard logs (the trainer logs gate/layerL/headH at every log
-interval): gate_trajectories.md / .json and gate_trajectories.png.
+interval): gate_trajectories.md / .json and gate_trajectories.png, and, for a model with a write gate,
+the mean write gate per layer at the last validation (write_gate/layerL). `--results FILE` also writes
+the gates (and those means) as a results record (e.g. results/gates/infini/seed-1111/gates.json).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -21,7 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from data_utils.startup import heavy_imports  # noqa: E402
 
 with heavy_imports():  # torch: a missing requirement or a Ctrl-C meanwhile is one line
+    from infiniattention.training import results
     from infiniattention.training.checkpoint import CheckpointError
+    from infiniattention.training.cli import check_results_file
+    from infiniattention.training.errors import UserError
     from infiniattention.training.evaluate import load_for_inference
     from infiniattention.training.plots import PLOTS_HINT, pyplot
 
@@ -32,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", help="also plot the gate trajectories from this run's TensorBoard logs "
                    "(default: none)")
     p.add_argument("--out-dir", help="where to write tables and plots (default: the checkpoint's folder)")
+    p.add_argument("--results", metavar="FILE", help="also write the gates as a results record (the numbers, "
+                   "the commit, the config, the command, the machine, the wall time; default: none)")
     return p
 
 
@@ -71,18 +80,31 @@ def plot_heatmap(gates: list[list[float]], title: str, path: Path) -> bool:
     return True
 
 
-def read_trajectories(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """`gate/layerL/headH` -> [(step, value)] from the run's TensorBoard event files."""
+def read_scalars(run_dir: Path, prefix: str) -> dict[str, list[tuple[int, float]]]:
+    """Tag -> [(step, value)] of the run's TensorBoard scalars whose tag starts with `prefix`."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir} not found")
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     acc.Reload()
-    tags = sorted(t for t in acc.Tags().get("scalars", []) if t.startswith("gate/"))
-    if not tags:
-        raise ValueError(f"{run_dir} has no gate/layerL/headH scalars in its TensorBoard logs")
+    tags = sorted(t for t in acc.Tags().get("scalars", []) if t.startswith(prefix))
     return {t: [(e.step, e.value) for e in acc.Scalars(t)] for t in tags}
+
+
+def read_trajectories(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """`gate/layerL/headH` -> [(step, value)] from the run's TensorBoard event files."""
+    traj = read_scalars(run_dir, "gate/")
+    if not traj:
+        raise ValueError(f"{run_dir} has no gate/layerL/headH scalars in its TensorBoard logs")
+    return traj
+
+
+def last_write_gates(run_dir: Path) -> dict[str, float] | None:
+    """Layer -> the mean write gate at the run's last validation (TensorBoard write_gate/layerL), None
+    for a model without a write gate."""
+    series = read_scalars(run_dir, "write_gate/layer")
+    return {t.removeprefix("write_gate/layer"): s[-1][1] for t, s in series.items() if s} or None
 
 
 def trajectory_table(traj: dict[str, list[tuple[int, float]]]) -> str:
@@ -124,14 +146,17 @@ def plot_trajectories(traj: dict[str, list[tuple[int, float]]], path: Path) -> b
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    start = time.time()
     try:
+        check_results_file("--results", args.results)
         model, _, cfg, ckpt = load_for_inference(args.checkpoint)
         gates = model.gate_values()
         if gates is None:
             raise ValueError(f"{args.checkpoint} has memory {cfg.model.memory}: only infini models have "
                              "gates")
         traj = read_trajectories(Path(args.run_dir)) if args.run_dir else None
-    except (FileNotFoundError, CheckpointError, ValueError) as err:
+        write_gates = last_write_gates(Path(args.run_dir)) if args.run_dir else None
+    except (FileNotFoundError, CheckpointError, ValueError, UserError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2 if isinstance(err, CheckpointError) else 1  # a checkpoint refused: bad input
     out_dir = Path(args.out_dir) if args.out_dir else Path(args.checkpoint).parent
@@ -154,6 +179,11 @@ def main(argv: list[str] | None = None) -> int:
         plotted = plot_trajectories(traj, out_dir / "gate_trajectories.png") and plotted
     names = ", ".join(str(p) for p in written)
     print(f"wrote {names} (+ .json" + (", .png)" if plotted else f"); {PLOTS_HINT}"))
+    if args.results:
+        res = {"checkpoint": args.checkpoint, "step": int(ckpt["step"]), "memory": cfg.model.memory_label(),
+               "gates": rows, "write_gate": write_gates}
+        rec = results.record("gates", res, config=ckpt.get("config"), wall_s=time.time() - start)
+        print(f"wrote {results.write_result(args.results, rec)}")
     return 0
 
 

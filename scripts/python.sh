@@ -28,3 +28,17 @@ print(" ".join(m for m in sys.argv[1:] if importlib.util.find_spec(m) is None))'
         exit 2
     fi
 }
+
+# command_line WORD...: the words as one command line, each quoted only where the shell needs it (what
+# the scripts export as INFINI_RESULTS_VIA: the command that reproduces their results records).
+command_line() {
+    local out="" w q="'"
+    for w in "$@"; do
+        if [[ $w =~ ^[A-Za-z0-9_./=:,+@%-]+$ ]]; then
+            out+=" $w"
+        else
+            out+=" $q${w//$q/$q\\$q$q}$q"
+        fi
+    done
+    echo "${out# }"
+}

@@ -169,8 +169,9 @@ def test_passkey_table_gives_the_lowest_accuracy_over_the_seeds(tmp_path):
         folder = run / "eval" / name
         folder.mkdir(parents=True)
         cells = [{"depth": d, "accuracy": a} for d, a in zip((0.0, 1.0), accs, strict=True)]
+        haystack = "enwik8-sample/train" if name.startswith("text-train") else "filler"
         folder.joinpath("passkey.json").write_text(json.dumps(
-            {"depths": [0.0, 1.0], "instances": keys,
+            {"depths": [0.0, 1.0], "instances": keys, "haystack": haystack,
              "rows": [{"length": length, "cells": cells, "haystack_wraps": wraps}]}))
 
     def probe(run, traces):
@@ -195,3 +196,48 @@ def test_passkey_table_gives_the_lowest_accuracy_over_the_seeds(tmp_path):
     assert "| `infini+gate` | filler | 1 | 0.7 | 0.3 | 2.33x | 0.01 |" in text
     assert "key at depth 0, 3 keys" in text
     assert "`infini`," not in text  # a row without runs is left out
+
+
+def test_records_of_the_curve_the_gates_and_a_compare_row(runs, tmp_path, capsys):
+    """--results of context_curve.py and plot_gates.py, and compare_table.py --record: results records
+    with the numbers the scripts write next to the run, and a table rendered from them equals the one
+    rendered from the runs."""
+    from infiniattention.training.results import read_result
+
+    gated = tmp_path / "gated"
+    assert run_train(gated, **{"train.max_steps": 3, "model.write_gate": True, "train.log_interval": 1}) == 0
+    res = tmp_path / "results"
+    curve, gates = load_script("context_curve"), load_script("plot_gates")
+    table = load_script("compare_table")
+    for name, run in (("infini", runs["infini"]), ("infini+gate", gated)):
+        dst = tmp_path / "runs" / name / "seed-1111"
+        shutil.copytree(run, dst)
+        shutil.copy(sorted(dst.glob("ckpt_*.pt"))[-1], dst / "best.pt")
+        rec = res / "compare" / name / "seed-1111"
+        assert curve.main(["--checkpoint", str(dst / "best.pt"), "--max-tokens", "400", "--batch-size", "2",
+                           "--out-dir", str(dst), "--results", str(rec / "context_curve.json")]) == 0
+        assert table.main(["--record", str(dst), "--results", str(rec / "test.json")]) == 0
+        assert gates.main(["--checkpoint", str(dst / "best.pt"), "--run-dir", str(dst), "--out-dir",
+                           str(tmp_path / "g" / name), "--results",
+                           str(res / "gates" / name / "seed-1111" / "gates.json")]) == 0
+        curve_rec = read_result(rec / "context_curve.json")
+        assert curve_rec["kind"] == "context_curve"
+        assert curve_rec["result"] == json.loads((dst / "context_curve.json").read_text())
+        row = read_result(rec / "test.json")
+        assert row["kind"] == "compare" and row["result"] == table.row(dst)
+        assert row["config"]["model"]["write_gate"] is (name == "infini+gate")
+        g = read_result(res / "gates" / name / "seed-1111" / "gates.json")
+        assert g["kind"] == "gates" and g["result"]["gates"] == json.loads(
+            (tmp_path / "g" / name / "gates.json").read_text())["gates"]
+    assert read_result(res / "gates" / "infini" / "seed-1111" / "gates.json")["result"]["write_gate"] is None
+    gated_rec = read_result(res / "gates" / "infini+gate" / "seed-1111" / "gates.json")
+    write_gate = gated_rec["result"]["write_gate"]
+    assert sorted(write_gate) == ["0", "1"] and all(0 < v < 1 for v in write_gate.values())
+    names = ["infini", "infini+gate"]
+    from_records = table.render_full(table.load_runs(res / "compare", names))
+    from_runs = table.render_full(table.load_runs(tmp_path / "runs", names))
+    assert from_records == from_runs and "| `infini+gate` | 1 |" in from_records
+    capsys.readouterr()
+    assert table.main([str(res / "compare"), "--rows", ",".join(names)]) == 0
+    assert not (res / "compare" / "compare.json").exists()  # a results folder holds records only
+    assert table.main(["--record", str(tmp_path / "runs" / "infini" / "seed-1111")]) == 2

@@ -135,3 +135,20 @@ def test_generate_stopped_by_sigterm_says_so_in_one_line(ckpt):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     assert err == "error: stopped by SIGTERM; nothing was left half-written: run the same command again\n"
+
+
+def test_eval_results_record_holds_the_result_and_the_checkpoints_config(ckpt, tmp_path, capsys):
+    import eval as eval_cli
+
+    rec_path = tmp_path / "results" / "demo" / "test.json"
+    assert eval_cli.main(["--checkpoint", str(ckpt), "--split", "test", "--max-tokens", "200", "--batch-size",
+                          "2", "--tgt-len", "16", "--out", str(tmp_path / "r.json"),
+                          "--results", str(rec_path)]) == 0
+    assert f"wrote {rec_path}" in capsys.readouterr().out
+    rec = json.loads(rec_path.read_text())
+    assert rec["kind"] == "eval" and rec["result"] == json.loads((tmp_path / "r.json").read_text())
+    assert rec["config"]["model"]["n_layer"] == 2 and rec["provenance"]["wall_s"] >= 0
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert eval_cli.main(["--checkpoint", str(ckpt), "--results", str(blocker / "test.json")]) == 2
+    assert "--results" in capsys.readouterr().err  # refused before the evaluation

@@ -133,6 +133,8 @@ def test_bad_arguments():
 # ------------------------------------------------------------------------------------------------
 # Streamed evaluation (scripts/passkey.py eval) and training (scripts/passkey.py train).
 
+import os  # noqa: E402
+import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -630,7 +632,7 @@ def test_cpu_recipe_stage_two_fits_stage_one_checkpoints():
     (["transformer"], 2, "unknown row 'transformer'"),
     (["infini+gate+bogus"], 2, "unknown row 'infini+gate+bogus'"),
     (["--seeds", "1,x"], 2, "--seeds must be comma-separated integers"),
-    (["--eval", "all"], 2, "--eval must be full, short, screen or none"),
+    (["--eval", "all"], 2, "--eval must be full, short, screen, screen-short or none"),
     (["--stages", "3"], 2, "--stages must be 1 or 2"),
     (["infini+sp+gate"], 2, "recipe words (sp, zg) come once each, after the memory's options"),
 ])
@@ -764,3 +766,90 @@ def test_state_passing_and_the_logit_prior_start_at_their_steps(tok, tmp_path):
                        bias("none"))
     with pytest.raises(PasskeyError, match="state_passing_from"):
         PasskeyTaskConfig(state_passing_from=-1)
+
+
+FAKE_PY = '''#!{python}
+"""A stand-in for PY: passkey.py and memory_probe.py log their arguments and write what the script
+looks for (checkpoints, the --results record); everything else runs in the real interpreter."""
+import json, os, sys
+from pathlib import Path
+args = sys.argv[1:]
+if not args or args[0] not in ("scripts/passkey.py", "scripts/memory_probe.py"):
+    os.execv({python!r}, [{python!r}, *args])
+with open(os.environ["FAKE_LOG"], "a") as f:
+    f.write(json.dumps({{"argv": args, "via": os.environ.get("INFINI_RESULTS_VIA")}}) + "\\n")
+value = dict(zip(args, args[1:]))
+if args[1:2] == ["train"]:
+    run = Path(value["--run-dir"])
+    run.mkdir(parents=True, exist_ok=True)
+    for name in ("ckpt_00000001.pt", "ckpt_00000002.pt", "best.pt"):
+        (run / name).write_text("")
+else:
+    Path(value["--results"]).parent.mkdir(parents=True, exist_ok=True)
+    Path(value["--results"]).write_text("{{}}")
+'''
+
+
+def _recipe(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    """scripts/passkey_cpu.sh with the stand-in PY, in a copy of the tree; (the run, its PY calls)."""
+    from test_scripts import _tree_without_venv
+
+    tree = tmp_path / "tree"
+    if not tree.exists():
+        _tree_without_venv(tree)
+        (tmp_path / "py").write_text(FAKE_PY.format(python=sys.executable))
+        (tmp_path / "py").chmod(0o755)
+    log = tmp_path / "calls.jsonl"
+    log.unlink(missing_ok=True)
+    env = {**os.environ, "PY": str(tmp_path / "py"), "FAKE_LOG": str(log)}
+    cmd = ["bash", "scripts/passkey_cpu.sh", "--out-dir", str(tmp_path / "runs"), "--results-dir",
+           str(tmp_path / "res"), *args]
+    r = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return r, [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def _results_of(calls: list[dict]) -> list[str]:
+    return [c["argv"][c["argv"].index("--results") + 1] for c in calls if "--results" in c["argv"]]
+
+
+def test_cpu_recipe_writes_one_record_per_evaluation_and_skips_what_is_recorded(tmp_path):
+    r, calls = _recipe(tmp_path, "--seeds", "1,2", "infini+gate", "xl")
+    res = tmp_path / "res" / "passkey"
+    full = ["filler-2k-8k", "filler-32k", "filler-long", "text-valid-2k-8k", "text-valid-32k",
+            "text-test-2k-8k", "text-test-32k", "text-train-long", "probe-filler-1m", "probe-text"]
+    expected = [str(res / "infini+gate" / f"seed-{s}" / f"{n}.json") for s in (1, 2) for n in full]
+    short = ["filler", "text-valid"]
+    expected += [str(res / "xl" / f"seed-{s}" / f"{n}.json") for s in (1, 2) for n in short]
+    assert sorted(_results_of(calls)) == sorted(expected)
+    assert {c["via"] for c in calls} == {"bash scripts/passkey_cpu.sh --out-dir " + str(tmp_path / "runs")
+                                        + " --results-dir " + str(tmp_path / "res")
+                                        + " --seeds 1,2 infini+gate xl"}
+    evals = [c["argv"] for c in calls if c["argv"][1] == "eval" or "memory_probe" in c["argv"][0]]
+    assert all(a[a.index("--checkpoint") + 1].endswith("stage2/ckpt_00000002.pt") for a in evals)
+    text_test = next(a for a in evals if a[a.index("--results") + 1].endswith("seed-1/text-test-2k-8k.json"))
+    assert text_test[text_test.index("--haystack-split") + 1] == "test" and "--instances" in text_test
+
+    r, calls = _recipe(tmp_path, "--seeds", "1,2", "infini+gate", "xl")
+    assert calls == [] and "== infini+gate, seed 2: done (every record of --eval full is in" in r.stdout
+    (res / "infini+gate" / "seed-2" / "filler-32k.json").unlink()
+    shutil.rmtree(tmp_path / "runs")  # a record, not a run folder, says what is done
+    r, calls = _recipe(tmp_path, "--seeds", "1,2", "infini+gate", "xl")
+    assert _results_of(calls) == [str(res / "infini+gate" / "seed-2" / "filler-32k.json")]
+    assert [c["argv"][1] for c in calls] == ["train", "train", "eval"]
+
+
+def test_cpu_recipe_screen_evaluates_stage_one(tmp_path):
+    r, calls = _recipe(tmp_path, "--stages", "1", "--eval", "screen-short", "infini")
+    assert [c["argv"][1] for c in calls] == ["train", "eval", "eval"]  # no stage 2, no probe
+    assert calls[0]["argv"][calls[0]["argv"].index("--config") + 1] == "configs/passkey_cpu.yaml"
+    screen = tmp_path / "res" / "passkey-screen" / "infini" / "seed-1111"
+    for c, name in zip(calls[1:], ("filler-1k-2k", "text-valid-1k-2k"), strict=True):
+        a = c["argv"]
+        assert a[a.index("--checkpoint") + 1].endswith("infini/seed-1111/stage1/ckpt_00000002.pt")
+        assert a[a.index("--results") + 1] == str(screen / f"{name}.json")
+        assert (a[a.index("--lengths") + 1], a[a.index("--depths") + 1], a[a.index("--instances") + 1]) == \
+            ("1k,2k", "0,0.5,1", "10")
+    r, calls = _recipe(tmp_path, "--stages", "1", "--eval", "screen", "infini")
+    names = [Path(p).name for p in _results_of(calls)]
+    assert names == ["filler.json", "text-valid.json", "probe-filler.json"]

@@ -34,3 +34,29 @@ def test_reading_something_else_names_the_file(tmp_path, text):
     path.write_text(text)
     with pytest.raises(ValueError, match="x.json"):
         results.read_result(path)
+
+
+def test_a_script_that_runs_the_program_is_recorded_as_via(monkeypatch):
+    monkeypatch.delenv(results.VIA_ENV, raising=False)
+    assert "via" not in results.record("eval", {}, config=None, wall_s=1)["provenance"]
+    monkeypatch.setenv(results.VIA_ENV, "bash scripts/demo.sh")
+    prov = results.record("eval", {}, config=None, wall_s=1, command="eval.py --split test")["provenance"]
+    assert prov["via"] == "bash scripts/demo.sh" and prov["command"] == "eval.py --split test"
+
+
+def test_find_records_names_table_row_and_seed(tmp_path):
+    rec = results.record("eval", {"bpc": 1.0}, config=None, wall_s=1)
+    for rel in ("demo/test.json", "passkey/infini+gate+sp/seed-2222/filler-32k.json",
+                "passkey/infini/seed-1111/probe-filler.json"):
+        results.write_result(tmp_path / rel, rec)
+    (tmp_path / "README.md").write_text("not a record")
+    found = results.find_records(tmp_path)
+    assert [(f.table, f.row, f.seed, f.name) for f in found] == [
+        ("demo", None, None, "test"), ("passkey", "infini", 1111, "probe-filler"),
+        ("passkey", "infini+gate+sp", 2222, "filler-32k")]
+    assert found[0].result == {"bpc": 1.0}
+    assert [f.name for f in results.find_records(tmp_path, "passkey")] == ["probe-filler", "filler-32k"]
+    assert results.find_records(tmp_path, "speed") == [] and results.find_records(tmp_path / "none") == []
+    results.write_result(tmp_path / "passkey" / "infini" / "stray.json", rec)
+    with pytest.raises(ValueError, match="stray.json: not in the layout"):
+        results.find_records(tmp_path)

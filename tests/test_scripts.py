@@ -209,3 +209,130 @@ def test_slurm_script_does_not_requeue_a_run_that_ends_by_itself(tmp_path):
     output, _ = proc.communicate(timeout=180)
     assert proc.returncode != 0 and "did you mean 'optim.lr'" in output
     assert "requeue" not in (tmp_path / "scontrol.log").read_text()
+
+
+# ------------------------------------------------------------------------------------------------
+# Results records written by the scripts' programs
+
+
+@pytest.mark.slow
+def test_compare_memory_writes_records_and_skips_a_recorded_run(tmp_path):
+    """compare_memory.sh at a tiny size: each run's train.json, context_curve.json and test.json are
+    records that name the script's command (provenance.via); the table is rendered from them; a run
+    whose test.json exists is not trained again, even with its run folder gone."""
+    from infiniattention.training.results import read_result
+
+    tree = _tree_without_venv(tmp_path / "tree")
+    env = {**subprocess_env(), "PY": sys.executable}
+    tiny = ["--set", "model.n_layer=1", "--set", "model.d_model=16", "--set", "model.n_head=2", "--set",
+            "model.d_head=8", "--set", "model.d_inner=32", "--set", "data.batch_size=4", "--set",
+            "data.tgt_len=64", "--set", "eval.batch_size=16", "--set", "train.eval_interval=0", "--set",
+            "train.ckpt_interval=0", "--set", "eval.max_tokens=256", "--set", "eval.test_max_tokens=256",
+            "--set", "optim.warmup_steps=0"]
+    cmd = ["bash", "scripts/compare_memory.sh", "--rows", "infini", "--seeds", "7", "--budget-steps", "2",
+           "--out-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "res"), *tiny]
+    proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rec = tmp_path / "res" / "compare" / "infini" / "seed-7"
+    kinds = {name: read_result(rec / f"{name}.json") for name in ("train", "context_curve", "test")}
+    assert {n: r["kind"] for n, r in kinds.items()} == {"train": "train", "context_curve": "context_curve",
+                                                         "test": "compare"}
+    for r in kinds.values():
+        assert r["provenance"]["via"].startswith("bash scripts/compare_memory.sh --rows infini --seeds 7")
+    assert kinds["train"]["result"]["step"] == 2 and kinds["test"]["result"]["seed"] == 7
+    assert kinds["train"]["provenance"]["command"].startswith("train.py --config configs/tiny.yaml")
+    assert f"{kinds['test']['result']['test_bpc']:.4f}" in proc.stdout  # the table, from the records
+    assert (tmp_path / "runs" / "compare.json").is_file()
+    assert not (tmp_path / "res" / "compare" / "compare.json").exists()
+    shutil.rmtree(tmp_path / "runs")
+    proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"== infini, seed 7: done ({rec}/test.json exists)" in proc.stdout
+    assert not (tmp_path / "runs" / "infini").exists()
+
+
+@pytest.mark.slow
+def test_demo_writes_its_train_and_test_records(tmp_path):
+    from infiniattention.training.results import read_result
+
+    tree = _tree_without_venv(tmp_path / "tree")
+    env = {**subprocess_env(), "PY": sys.executable, "RUN": str(tmp_path / "run"),
+           "RESULTS": str(tmp_path / "res" / "demo")}
+    tiny = ["--set", "model.n_layer=1", "--set", "model.d_model=16", "--set", "model.n_head=2", "--set",
+            "model.d_head=8", "--set", "model.d_inner=32", "--set", "data.batch_size=4", "--set",
+            "train.max_steps=2", "--set", "train.eval_interval=0", "--set", "eval.batch_size=16"]
+    proc = subprocess.run(["bash", "scripts/demo.sh", *tiny], cwd=tree, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    train, test = (read_result(tmp_path / "res" / "demo" / f"{n}.json") for n in ("train", "test"))
+    assert train["kind"] == "train" and train["result"]["step"] == 2
+    assert test["kind"] == "eval" and test["result"]["split"] == "test" and test["result"]["tokens"] > 40_000
+    assert test["provenance"]["via"] == "bash scripts/demo.sh " + " ".join(tiny)
+    assert test["provenance"]["command"].startswith("eval.py --checkpoint")
+
+
+# ------------------------------------------------------------------------------------------------
+# scripts/reproduce_results.sh: its arguments and, with --dry-run, what each mode runs and writes
+
+
+def _reproduce(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "scripts/reproduce_results.sh", *args], cwd=cwd,
+                          env={**subprocess_env(), "PY": sys.executable}, capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--quick", "--full"], "error: --quick and --full exclude each other"),
+    (["--bogus"], "error: unknown argument --bogus (see --help)"),
+    (["--quick", "--only", "passkey"], "error: --only: unknown step passkey for this mode"),
+    (["--only", "demo,typo"], "error: --only: unknown step typo"),
+    (["--out-dir"], "error: --out-dir needs a folder"),
+])
+def test_reproduce_results_refuses_bad_arguments(args, message):
+    proc = _reproduce(REPO, *args)
+    assert proc.returncode == 2 and proc.stderr.startswith(message), proc.stderr
+
+
+def test_reproduce_results_help_names_the_modes():
+    proc = _reproduce(REPO, "--help")
+    assert proc.returncode == 0 and "--quick" in proc.stdout and "--full" in proc.stdout
+    assert "set -euo" not in proc.stdout
+
+
+def test_reproduce_quick_writes_only_into_its_out_folder(tmp_path):
+    out = tmp_path / "quick"
+    proc = _reproduce(REPO, "--quick", "--dry-run", "--out-dir", str(out))
+    assert proc.returncode == 0, proc.stderr
+    commands = [line[2:] for line in proc.stdout.splitlines() if line.startswith("+ ")]
+    written = [w.split("=", 1)[-1] for c in commands for w in c.split()
+               if w.startswith(("RESULTS=", str(out), "results"))]
+    assert written and all(w.startswith(str(out)) for w in written if w != "results"), written
+    assert commands[-1].endswith(f"scripts/results.py compare {out}/results --committed results")
+    steps = " ".join(commands)
+    assert f"RUN={out}/compare/infini/seed-1111 RESULTS={out}/results/demo bash scripts/demo.sh" in steps
+    assert "--rows infini,infini+gate,xl,none --seeds 1111 " in steps
+    assert "passkey_cpu.sh --stages 1 --eval screen-short" in steps
+    assert "--rounds 3 --steps 3 --no-memory" in steps
+    assert "configs/wt2_tiny.yaml" in steps and not (out / "durations.txt").exists()
+
+
+def test_reproduce_full_skips_what_results_holds_and_renders(tmp_path):
+    from test_train_utils import REPO as repo
+
+    from infiniattention.training.results import record, write_result
+
+    tree = _tree_without_venv(tmp_path / "tree")
+    shutil.copytree(repo / "bench", tree / "bench")
+    rec = record("eval", {"bpc": 2.7}, config=None, wall_s=1.0, command="x")
+    for rel in ("demo/test.json", "speed/small.json", "gates/infini/seed-1111/gates.json"):
+        write_result(tree / "results" / rel, rec)
+    proc = _reproduce(tree, "--full", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "==== skipped: results/demo/test.json already in results/" in out and "scripts/demo.sh" not in out
+    assert "bench_model.py --config configs/tiny.yaml" in out and "--config bench/small.yaml" not in out
+    assert "--out-dir runs/results/compare --results-dir results" in out and "--seeds 1111,2222,3333" in out
+    assert "plot_gates.py --checkpoint runs/results/compare/infini+gate/seed-1111/best.pt" in out
+    assert "--checkpoint runs/results/compare/infini/seed-1111/best.pt" not in out
+    assert "--eval screen" in out and "infini+gate+corrected+dpfp+l2" in out
+    assert out.rstrip().endswith("scripts/results.py render")

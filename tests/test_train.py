@@ -11,6 +11,7 @@ from test_train_utils import final_params, run_train, train_args, train_records
 from infiniattention.training.checkpoint import list_checkpoints, load
 from infiniattention.training.config import OptimConfig, load_config
 from infiniattention.training.optim import lr_at, param_groups
+from infiniattention.training.results import read_result as load_result
 from infiniattention.training.trainer import NAN_STEPS_ENV
 
 
@@ -186,3 +187,20 @@ def test_optimizers_baselines_precisions_and_partial_segments(tmp_path, opt, mem
     assert all(torch.isfinite(t).all() for t in ckpt["model"].values())
     if precision == "fp16":
         assert ckpt["scaler"]["scale"] > 0
+
+
+def test_results_record_of_a_finished_run(tmp_path, capsys):
+    import train
+
+    run, rec_path = tmp_path / "run", tmp_path / "results" / "words" / "train.json"
+    args = train_args(run, **{"train.max_steps": 3}) + ["--results", str(rec_path)]
+    assert train.main(args) == 0
+    rec = load_result(rec_path)
+    assert rec["kind"] == "train" and rec["result"]["step"] == 3 and rec["result"]["run_dir"] == str(run)
+    assert math.isfinite(rec["result"]["test"]["bpc"]) and rec["config"]["train"]["max_steps"] == 3
+    first = rec["result"]["test"]["bpc"]
+    rec_path.unlink()
+    assert train.main(args) == 0  # finished: the same numbers, recorded again without training
+    again = load_result(rec_path)["result"]
+    assert again["finished"] is True and again["test"]["bpc"] == first
+    capsys.readouterr()

@@ -1,7 +1,7 @@
 """Evaluate a checkpoint on a whole split, streaming it with the memory carried across calls.
 
     python eval.py --checkpoint runs/tiny/best.pt --split test [--batch-size 1] [--tgt-len N]
-                   [--max-tokens N] [--data-dir data] [--out result.json]
+                   [--max-tokens N] [--data-dir data] [--out result.json] [--results FILE]
     python eval.py --checkpoint runs/tiny/best.pt --text FILE (or - for stdin) [--reset-every K]
     python eval.py --checkpoint runs/xl/best.pt --mem-len 2100 --clamp-len 820 --same-length
     torchrun --nproc_per_node 2 eval.py ...      (lanes shared among processes, the same numbers)
@@ -19,6 +19,8 @@ text8 and wt103 configs: 10; a config without it: 1, the split as one stream wit
 faithful number) and `eval.tgt_len`, else the training `data.tgt_len`. Transformer-XL's own protocol
 evaluates 10 lanes (`--batch-size 10`); more lanes are faster but each lane starts with an empty memory.
 Prints bpc (byte/char vocabularies) or perplexity (word vocabularies), tokens evaluated and settings.
+`--results FILE` also writes them as a results record (the numbers, the commit, the checkpoint's config,
+the command, the machine, the wall time; infiniattention/training/results.py).
 """
 
 from __future__ import annotations
@@ -30,11 +32,13 @@ import time
 from data_utils.startup import heavy_imports
 
 with heavy_imports():  # torch: a missing requirement or a Ctrl-C meanwhile is one line
+    from infiniattention.training import results
     from infiniattention.training.cli import (
         RERUN,
         ArgumentParser,
         check_eval_args,
         check_lanes,
+        check_results_file,
         cli_entry,
         exit_with,
     )
@@ -78,6 +82,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
                    help="autocast precision of the forward passes (default: %(default)s)")
     p.add_argument("--out", metavar="FILE", help="also write the result as JSON to this file (default: none)")
+    p.add_argument("--results", metavar="FILE",
+                   help="also write the result as a results record (the numbers, the commit, the config, the "
+                   "command, the machine, the wall time), e.g. results/demo/test.json (default: none)")
     p.add_argument("--allow-data-change", action="store_true",
                    help="evaluate a split whose file differs from the one the checkpoint was trained on "
                         "(refused otherwise; the result then says so) (default: off)")
@@ -88,6 +95,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     args = build_parser(prog).parse_args(argv)
     check_eval_args(args)  # before any work: a bad value or a missing --out folder costs nothing
+    check_results_file("--results", args.results)
     env = setup(args.device)  # joins the process group under torchrun
     try:
         return run(args, env)
@@ -142,6 +150,9 @@ def run(args: argparse.Namespace, env: DistEnv) -> int:
               f"step {result['step']} | {seconds:.1f}s")
         if args.out:
             write_result(args.out, result)
+        if args.results:
+            rec = results.record("eval", result, config=ckpt.get("config"), wall_s=seconds, device=env.device)
+            print(f"wrote {results.write_result(args.results, rec)}")
     return 0
 
 

@@ -5,6 +5,10 @@
     infini-train --config tiny        (installed: pip install .; a shipped config by its name)
     torchrun --nproc_per_node 8 --no-python infini-train --config enwik8_base
 
+`--results FILE`: once the run has finished, its final numbers (step, validation, test) as a results
+record (the commit, the config, the command, the machine, the wall time of this command;
+infiniattention/training/results.py).
+
 Exit status: 0 when the run finished or stopped on SIGTERM/SIGINT/SIGHUP with a checkpoint (rerun the
 same command to resume), 2 for a mistake in the input, 1 for a run that failed. See docs/training.md.
 """
@@ -15,13 +19,22 @@ import argparse
 import os
 import shlex
 import sys
+import time
 from pathlib import Path
 
 from data_utils.startup import heavy_imports
 
 with heavy_imports():  # torch: a missing requirement or a Ctrl-C meanwhile is one line
     from infiniattention.commands.shipped import config_path
-    from infiniattention.training.cli import STARTING, ArgumentParser, cli_entry, exit_with, stop_on_signals
+    from infiniattention.training import results
+    from infiniattention.training.cli import (
+        STARTING,
+        ArgumentParser,
+        check_results_file,
+        cli_entry,
+        exit_with,
+        stop_on_signals,
+    )
     from infiniattention.training.config import load_training_config
     from infiniattention.training.distributed import teardown
     from infiniattention.training.trainer import Trainer
@@ -47,6 +60,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                    help="train on data that differs from what the checkpoint was trained on, or that changed "
                         "since getdata.sh prepared it (refused otherwise); logged in train.log and "
                         "metrics.jsonl (default: off)")
+    p.add_argument("--results", metavar="FILE",
+                   help="when the run has finished, write its final numbers as a results record, e.g. "
+                   "results/words/train.json (default: none)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar, log lines only (the default off a terminal: logs, SLURM, nohup)")
     return p
@@ -85,6 +101,8 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     """The command line; user errors are one `error:` line and exit status 2 (1 for a failed run)."""
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(prog).parse_args(argv)
+    check_results_file("--results", args.results)
+    t0 = time.time()
     try:
         with stop_on_signals(STARTING):  # before the first step: one line, not a silent 143 (fit has its own)
             cfg = load_training_config(config_path(args.config) if args.config else None, args.set)
@@ -93,7 +111,11 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
             trainer = Trainer(cfg, run_dir, resume=args.resume, overwrite=args.overwrite,
                               command=resume_command(argv, prog), progress=not args.no_progress,
                               allow_data_change=args.allow_data_change)
-            trainer.fit()
+            final = trainer.fit()
+        if args.results and trainer.env.is_main and not final.get("stopped"):
+            rec = results.record("train", {**final, "run_dir": str(run_dir)}, config=cfg.to_dict(),
+                                 wall_s=time.time() - t0, device=trainer.device)
+            print(f"wrote {results.write_result(args.results, rec)}")
     finally:
         teardown()
     return 0

@@ -11,6 +11,14 @@ Every program that produces a number the README or docs/ report can write it wit
 ``memory_probe.json``); the envelope adds the commit, the config, the exact command, the machine and
 the wall time, so a table rendered from ``results/`` names its source, and a later session can tell
 whether a number still belongs to the code. Files are written atomically (a temporary file renamed).
+
+When a script runs the program (``bash scripts/compare_memory.sh`` runs train.py, context_curve.py, ...),
+it exports its own command line as ``INFINI_RESULTS_VIA``; the record keeps it as ``provenance.via``
+(absent otherwise), and the rendered tables name it: it is the command that reproduces the number.
+
+Layout of a results folder (``find_records``): ``TABLE/ROW/seed-SEED/NAME.json`` for a table with rows
+and seeds (``compare/infini/seed-1111/test.json``), ``TABLE/NAME.json`` for a table of one run
+(``demo/test.json``, ``speed/small.json``). ROW is an opaque label (``infini+gate+sp``).
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import shlex
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +38,7 @@ import torch
 
 SCHEMA = 1
 ROOT = Path(__file__).resolve().parents[2]
+VIA_ENV = "INFINI_RESULTS_VIA"  # the script that ran the program, exported by the scripts
 
 
 def git_commit(root: Path = ROOT) -> tuple[str, bool]:
@@ -71,12 +81,12 @@ def record(kind: str, result: dict[str, Any], *, config: dict[str, Any] | None, 
            command: str | None = None, device: torch.device | str | None = None) -> dict[str, Any]:
     """The record of one measurement (see the module docstring)."""
     commit, dirty = git_commit()
-    return {
-        "schema": SCHEMA, "kind": kind, "result": result, "config": config,
-        "provenance": {"commit": commit, "dirty": dirty, "command": command or command_line(),
-                       "machine": machine(device), "wall_s": round(float(wall_s), 2),
-                       "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
-    }
+    provenance: dict[str, Any] = {"commit": commit, "dirty": dirty, "command": command or command_line()}
+    if os.environ.get(VIA_ENV):
+        provenance["via"] = os.environ[VIA_ENV]
+    provenance.update(machine=machine(device), wall_s=round(float(wall_s), 2),
+                      date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    return {"schema": SCHEMA, "kind": kind, "result": result, "config": config, "provenance": provenance}
 
 
 def write_result(path: str | Path, rec: dict[str, Any]) -> Path:
@@ -102,3 +112,51 @@ def read_result(path: str | Path) -> dict[str, Any]:
     if not isinstance(rec, dict) or rec.get("schema") != SCHEMA or "result" not in rec:
         raise ValueError(f"{path}: not a results record of schema {SCHEMA}")
     return rec
+
+
+@dataclass(frozen=True)
+class Found:
+    """A record found in a results folder, with where it sits: table, row and seed (None for a table of
+    one run), and its file name without ``.json``."""
+
+    table: str
+    row: str | None
+    seed: int | None
+    name: str
+    path: Path
+    record: dict[str, Any]
+
+    @property
+    def result(self) -> dict[str, Any]:
+        return self.record["result"]
+
+
+def _seed_of(folder: str) -> int | None:
+    head, _, tail = folder.partition("-")
+    return int(tail) if head == "seed" and tail.isdigit() else None
+
+
+def find_records(root: str | Path, table: str | None = None) -> list[Found]:
+    """Every record under ``root`` (of one ``table``, or all), in path order: ``TABLE/NAME.json`` and
+    ``TABLE/ROW/seed-SEED/NAME.json``. Other JSON files are an error naming them (a results folder
+    holds records only); other files (README.md) are ignored."""
+    root = Path(root)
+    if table is not None:
+        tables = [root / table]
+    else:
+        tables = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    found = []
+    for folder in tables:
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.rglob("*.json")):
+            parts = path.relative_to(folder).parts
+            if len(parts) == 1:
+                row, seed = None, None
+            elif len(parts) == 3 and _seed_of(parts[1]) is not None:
+                row, seed = parts[0], _seed_of(parts[1])
+            else:
+                raise ValueError(f"{path}: not in the layout TABLE/NAME.json or "
+                                 "TABLE/ROW/seed-SEED/NAME.json")
+            found.append(Found(folder.name, row, seed, path.stem, path, read_result(path)))
+    return found
