@@ -277,11 +277,17 @@ def _unique(items) -> list:
     return list(dict.fromkeys(items))
 
 
+def _short_paths(command: str) -> str:
+    """The command as a reader types it from the repository: a results folder given by an absolute path
+    (a run made in another checkout, writing into this one's results/) is shown as results/..."""
+    return re.sub(r"(?<![\w.])/\S*/(results)(?=/|\s|$)", r"\1", command)
+
+
 def provenance_line(used: list[Found], source: str) -> str:
     """Which command measured the numbers (the script that ran the program, else the program), on
     which commits and machines, when; and where the block is rendered from."""
     provs = [f.record["provenance"] for f in used]
-    cmds = _unique(p.get("via") or p["command"] for p in provs)
+    cmds = _unique(_short_paths(p.get("via") or p["command"]) for p in provs)
     shown = "; ".join(f"`{c}`" for c in cmds[:2])
     if len(cmds) > 2:
         shown += f" and {len(cmds) - 2} more (each record's provenance)"

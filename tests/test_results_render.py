@@ -294,6 +294,17 @@ def test_show_prints_a_block_ready_to_paste(tree, capsys):
     assert out.rstrip().endswith("<!-- /results -->")
 
 
+def test_the_command_shown_names_a_results_folder_as_the_reader_types_it():
+    """A run made in another checkout that wrote into this one's results/ by an absolute path is shown
+    with results/...; other absolute paths and runs/results folders stay as they were."""
+    cmd = ("scripts/passkey.py eval --checkpoint /tmp/ck.pt --out-dir runs/results/x "
+           "--results /work/main/results/passkey/infini/seed-1111/filler.json")
+    assert R._short_paths(cmd) == ("scripts/passkey.py eval --checkpoint /tmp/ck.pt --out-dir runs/results/x "
+                                   "--results results/passkey/infini/seed-1111/filler.json")
+    assert R._short_paths("bash scripts/passkey_cpu.sh --results-dir /a/b/results infini") == \
+        "bash scripts/passkey_cpu.sh --results-dir results infini"
+
+
 def test_passkey_cells_take_the_lowest_seed_and_the_mean(tree, tmp_path):
     """A cell over several seeds: the seed with the lowest mean over the depths (its lowest depth), then
     the mean over the seeds; a length that only some seeds have says so. (Accuracies set in copies of
