@@ -42,28 +42,42 @@ with heavy_imports():  # torch: a missing requirement or a Ctrl-C meanwhile is o
     from infiniattention.training.checkpoint import CheckpointError
     from infiniattention.training.evaluate import load_for_inference
 
-# Words of a passkey row that set the training recipe rather than the memory (scripts/passkey_cpu.sh;
-# docs/passkey.md): sp, state passing (each lane keeps its memory into its next instance with
-# probability 0.99: memories of a geometric age, mean 99 lanes); zg, the zero-reaching write gate (a
-# constant push on every write-gate logit above -12, weight 0.05).
-RECIPE_WORDS = {"sp": ["passkey.state_passing=0.99"], "zg": ["passkey.write_logit_penalty=0.05"]}
+# Words of a row that set the training recipe rather than the memory (scripts/passkey_cpu.sh,
+# scripts/compare_memory.sh; docs/passkey.md): sp, state passing in passkey training (each lane keeps its
+# memory into its next instance with probability 0.99: memories of a geometric age, mean 99 lanes);
+# zg, the zero-reaching write gate (a constant push on every write-gate logit above -12, weight 0.05:
+# training/gate_prior.py). Per word: its --set arguments in a passkey run and in a text run (None: the
+# word has no meaning there; text training already carries the memory from batch to batch).
+RECIPE_WORDS: dict[str, dict[str, list[str] | None]] = {
+    "sp": {"passkey": ["passkey.state_passing=0.99"], "text": None},
+    "zg": {"passkey": ["passkey.write_logit_penalty=0.05"], "text": ["train.write_logit_penalty=0.05"]},
+}
 
 
 def row_sets(row: str, segment_len: int, passkey: bool = False) -> list[str]:
-    """The --set arguments of a row: infini, xl, none, or infini+OPTION+... (a memory label); with
-    ``passkey``, followed by recipe words (``RECIPE_WORDS``), e.g. infini+gate+sp+zg."""
+    """The --set arguments of a row: infini, xl, none, or infini+OPTION+... (a memory label), followed
+    by recipe words (``RECIPE_WORDS``), e.g. infini+gate+sp+zg (passkey) or infini+gate+zg (text)."""
+    task = "passkey" if passkey else "text"
     words = row.split("+")
-    recipe = [w for w in words if w in RECIPE_WORDS] if passkey else []
-    if len(set(recipe)) != len(recipe) or words[len(words) - len(recipe):] != recipe:
+    recipe = []
+    for w in reversed(words):
+        if w not in RECIPE_WORDS:
+            break
+        recipe.insert(0, w)
+    if len(set(recipe)) != len(recipe) or any(w in RECIPE_WORDS for w in words[:len(words) - len(recipe)]):
         raise ValueError(f"unknown row {row!r}: recipe words ({', '.join(RECIPE_WORDS)}) come once each, "
                          "after the memory's options")
+    for w in recipe:
+        if RECIPE_WORDS[w][task] is None:
+            raise ValueError(f"row {row!r}: {w} is a passkey recipe word (text training already carries "
+                             "the memory from batch to batch)")
     try:
         settings = memory_settings("+".join(words[:len(words) - len(recipe)]))
     except ValueError as err:
-        hint = f"; passkey rows may end in {', '.join(RECIPE_WORDS)}" if passkey else ""
+        hint = f"; rows may end in {', '.join(RECIPE_WORDS)}"
         raise ValueError(str(err).replace("unknown memory", "unknown row") + hint) from None
     sets = [f"model.{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in settings.items()]
-    sets += [s for w in recipe for s in RECIPE_WORDS[w]]
+    sets += [s for w in recipe for s in RECIPE_WORDS[w][task]]
     if settings["memory"] == "xl":
         sets.append(f"model.mem_len={segment_len}")
     return sets

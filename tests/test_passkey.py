@@ -661,6 +661,14 @@ def test_write_penalty_lowers_the_write_gate_and_needs_one(tmp_path, capsys):
     assert "passkey.write_penalty needs model.write_gate: true" in capsys.readouterr().err
 
 
+def test_a_write_gate_prior_set_in_both_sections_is_refused(tmp_path, capsys):
+    assert _main(_train_args(tmp_path / "twice", "--set", "model.write_gate=true",
+                             "--set", "passkey.write_logit_penalty=0.05",
+                             "--set", "train.write_logit_penalty=0.05")) == 2
+    assert "the write-gate prior is set twice" in capsys.readouterr().err
+    assert not (tmp_path / "twice" / "config.yaml").exists()
+
+
 def test_write_logit_penalty_pushes_logits_above_its_floor_only(tmp_path):
     """passkey.write_logit_penalty: a constant push on every write-gate logit above the floor. With the
     floor at -12 it lowers every gate bias; with the floor above every logit it changes nothing."""

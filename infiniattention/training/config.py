@@ -155,6 +155,12 @@ class TrainConfig:
     """Stop the run after more than this many consecutive steps with a non-finite loss or gradient."""
     find_unused_parameters: bool = False
     """Passed to DistributedDataParallel (needed only when some parameters get no gradient)."""
+    write_logit_penalty: float = 0.0
+    """A prior on the write gate's logits above `write_logit_floor`, added to the training loss (not to
+    the logged one): the gate is pushed to write nothing where the loss does not need it
+    (training/gate_prior.py; docs/passkey.md, "Holding to 1M"). Needs model.write_gate. 0: off."""
+    write_logit_floor: float = -12.0
+    """Where `write_logit_penalty` stops pushing: sigmoid(-12) = 6e-6."""
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "grad_accum", "log_interval", "keep_last"):
@@ -166,6 +172,11 @@ class TrainConfig:
         _choice("train", "device", self.device, DEVICES)
         if not 0 <= self.seed < 2**32:  # torch, numpy and python all accept this range
             raise ConfigError(f"train.seed must be in [0, 2**32), got {self.seed}")
+        if not (math.isfinite(self.write_logit_penalty) and self.write_logit_penalty >= 0):
+            raise ConfigError(f"train.write_logit_penalty must be a finite number >= 0, got "
+                              f"{self.write_logit_penalty!r}")
+        if not math.isfinite(self.write_logit_floor):
+            raise ConfigError(f"train.write_logit_floor must be finite, got {self.write_logit_floor!r}")
 
 
 @dataclass
@@ -204,6 +215,11 @@ class RunConfig:
     """Training loop."""
     eval: EvalConfig = field(default_factory=EvalConfig)
     """Evaluation."""
+
+    def __post_init__(self) -> None:
+        if self.train.write_logit_penalty and not self.model.write_gate:
+            raise ConfigError("train.write_logit_penalty acts on the write gate: it needs model.write_gate: "
+                              "true")
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Plain nested dict (YAML- and `weights_only`-safe)."""

@@ -6,7 +6,8 @@ with three hooks filled in: its batch source yields passkey instances mixed with
 every batch (with `passkey.state_passing`, only the lanes whose draw says so: the others carry their
 memory, detached, into the next instance, and the carried memories are part of every checkpoint as
 any trainer's state is), and the loss is the mean NLL of the answer digits (+ `all_weight` x the mean
-NLL of every target, + the write-gate priors `write_penalty` and `write_logit_penalty`). Validation
+NLL of every target; the write-gate priors `write_penalty` and `write_logit_penalty` of
+training/gate_prior.py join its gradient, not the logged loss). Validation
 scores held-out instances at the training length (teacher-forced answer NLL and digit accuracy);
 `best.pt` is the step with the lowest answer NLL. Checkpoints record the `passkey` section, and a resume
 with other passkey settings is refused naming each key, as one with another architecture is: every key
@@ -44,6 +45,7 @@ from data_utils.passkey import (
 from ..model import InfiniTransformerLM, LMOutput, ModelState, WriteGateTap
 from . import checkpoint as ckpt_io
 from .config import ConfigError, RunConfig, section_kwargs
+from .gate_prior import WriteGatePrior
 from .trainer import Trainer
 
 VAL_SEED_OFFSET = 1_000_003  # held-out instances never share a seed with the training lanes
@@ -58,11 +60,13 @@ class PasskeyTrainer(Trainer):
         self._answer: torch.Tensor | None = None
         self._copy: torch.Tensor | None = None
         self._answer_nll = [0.0, 0]  # sum and count since the last log line
-        self._priors: list[torch.Tensor] = []  # write-gate priors of each layer in this forward
         self._ages: list[int] = []  # the memory's age at each question since the last log line
         for name in ("write_penalty", "write_logit_penalty"):
             if getattr(task, name) and not cfg.model.write_gate:
                 raise ConfigError(f"passkey.{name} needs model.write_gate: true (it acts on the write gate)")
+        if (task.write_penalty or task.write_logit_penalty) and cfg.train.write_logit_penalty:
+            raise ConfigError("the write-gate prior is set twice (passkey.write_penalty or "
+                              "passkey.write_logit_penalty, and train.write_logit_penalty): set it in one")
         if task.state_passing:
             if cfg.model.memory != "infini":
                 raise ConfigError("passkey.state_passing carries the compressive memory: it needs "
@@ -72,9 +76,6 @@ class PasskeyTrainer(Trainer):
                                   f"multiple of model.segment_len ({cfg.model.segment_len}), so that every "
                                   "instance starts a segment")
         super().__init__(cfg, run_dir, **kwargs)
-        if (task.write_penalty or task.write_logit_penalty) and self.finished is None:  # a model to train
-            for block in self.model.blocks:
-                block.attn.write_gate.register_forward_hook(self._gate_prior)
         if init_from and self.step == 0:
             try:
                 self._init_weights(init_from)
@@ -127,16 +128,14 @@ class PasskeyTrainer(Trainer):
             self._ages.extend((batch.age + question)[has].tolist())
             yield batch.x, batch.y, False
 
-    def _gate_prior(self, module: torch.nn.Module, args: tuple, logits: torch.Tensor) -> None:
-        """The write-gate priors of one layer's training forward (validation runs without gradients)."""
-        if not torch.is_grad_enabled():
-            return
-        logits = logits.float()
-        prior = self.task.write_penalty * torch.sigmoid(logits).mean()
-        if self.task.write_logit_penalty and self.step >= self.task.write_logit_penalty_from:
-            floor = self.task.write_logit_floor
-            prior = prior + self.task.write_logit_penalty * (logits - floor).clamp_min(0.0).mean()
-        self._priors.append(prior)
+    def _make_gate_prior(self) -> WriteGatePrior | None:
+        """The task's write-gate priors (`passkey.write_penalty`, and `write_logit_penalty` from step
+        `write_logit_penalty_from` on), else train.write_logit_penalty's."""
+        t = self.task
+        if not (t.write_penalty or t.write_logit_penalty):
+            return super()._make_gate_prior()
+        return WriteGatePrior(self.model, penalty=t.write_penalty, logit_penalty=t.write_logit_penalty,
+                              floor=t.write_logit_floor, logit_from=t.write_logit_penalty_from)
 
     def _loss(self, out: LMOutput, lanes: slice) -> torch.Tensor:
         answer = self._answer[lanes]
@@ -144,11 +143,7 @@ class PasskeyTrainer(Trainer):
         if n > 0:  # the answer NLL on its own, for the training curves
             self._answer_nll[0] += float((out.nll.detach().float() * answer).sum())
             self._answer_nll[1] += int(n)
-        loss = answer_loss(out.nll, answer, self.task.all_weight, self._copy[lanes], self.task.copy_weight)
-        if self._priors:  # priors on writes: what the answer does not need is not written
-            loss = loss + torch.stack(self._priors).mean()
-            self._priors.clear()
-        return loss
+        return answer_loss(out.nll, answer, self.task.all_weight, self._copy[lanes], self.task.copy_weight)
 
     def _log_train(self, window: Any, lr: float) -> None:
         super()._log_train(window, lr)

@@ -50,6 +50,7 @@ from .config import RunConfig, check_cutoffs_fit, save_config
 from .distributed import DistEnv, all_reduce_sum, barrier, broadcast_from_main, gather_to_main, setup
 from .errors import UserError
 from .evaluate import EvalResult, evaluate, precision_autocast
+from .gate_prior import WriteGatePrior
 from .metrics import MetricsWriter, fmt, quality, setup_logging
 from .optim import build_optimizer, lr_at, set_lr
 from .runfolder import RunFolder, read_metrics, truncate_metrics  # noqa: F401 (importable from here, as before)
@@ -126,6 +127,7 @@ class Trainer:
 
         ckpt_io.seed_all(cfg.train.seed)  # the same initial weights on every rank
         self.model = _build_model(cfg, self.device)
+        self.gate_prior = self._make_gate_prior()  # hooks on the model itself, before any wrapper
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.precision == "fp16")
         self.train_iter = self._make_train_iter()
@@ -262,6 +264,8 @@ class Trainer:
         n = len(self.states)
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float32)
         new_states = []
+        if self.gate_prior is not None:
+            self.gate_prior.step = self.step
         for i, state in enumerate(self.states):
             lanes = slice(i * self.chunk_lanes, (i + 1) * self.chunk_lanes)
             sync = self.ddp is None or i == n - 1
@@ -271,7 +275,9 @@ class Trainer:
                 loss = self._loss(out, lanes).float() / n
                 if self.step in self._nan_steps and self.env.is_main:
                     loss = loss * float("nan")
-                self.scaler.scale(loss).backward()
+                # The write-gate prior joins the gradient, not the logged loss (bpc stays the task's).
+                prior = self.gate_prior.take() if self.gate_prior is not None else None
+                self.scaler.scale(loss if prior is None else loss + prior / n).backward()
             loss_sum += loss.detach()
             new_states.append(out.state.detach())
         self.scaler.unscale_(self.optimizer)
@@ -293,6 +299,13 @@ class Trainer:
     def _loss(self, out: LMOutput, lanes: slice) -> torch.Tensor:
         """The loss of micro-batch `lanes` (a hook: the mean NLL of every target here)."""
         return out.loss
+
+    def _make_gate_prior(self) -> WriteGatePrior | None:
+        """The write-gate prior of `train.write_logit_penalty` (a hook: the passkey task has its own)."""
+        tc = self.cfg.train
+        if not tc.write_logit_penalty:
+            return None
+        return WriteGatePrior(self.model, logit_penalty=tc.write_logit_penalty, floor=tc.write_logit_floor)
 
     # --------------------------------------------------------------------------------------------
     # The loop.
