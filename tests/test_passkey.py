@@ -135,8 +135,10 @@ def test_bad_arguments():
 
 import os  # noqa: E402
 import shutil  # noqa: E402
+import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
@@ -248,6 +250,30 @@ def test_eval_cli_writes_tables(tmp_path):
     md = (tmp_path / "ev" / "passkey.md").read_text()
     assert "| 1K |" in md and "tokens/s" in md
     assert res["exact_rss"] is True and "the working set (large blocks mmapped" in md
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_eval_stopped_by_a_signal_says_so_in_one_line(tmp_path, monkeypatch, capsys, signum):
+    """A real SIGTERM (SIGHUP) to the process while `passkey.py eval` streams: one line, 143 (129),
+    nothing written, and the handler before the evaluation back afterwards."""
+    from infiniattention.commands import passkey as passkey_cmd
+
+    ckpt = tmp_path / "m.pt"
+    _save_tiny_checkpoint(ckpt, _enwik8_vocab())
+
+    def evaluate_grid(*args, **kwargs):
+        os.kill(os.getpid(), signum)
+        time.sleep(5)  # the handler raises first
+        raise AssertionError("the signal did not stop the evaluation")
+
+    before = signal.getsignal(signum)
+    monkeypatch.setattr(passkey_cmd, "evaluate_grid", evaluate_grid)
+    code = passkey_cmd.main(["eval", "--checkpoint", str(ckpt), "--lengths", "512", "--out-dir",
+                             str(tmp_path / "ev"), "--device", "cpu"])
+    assert code == 128 + signum
+    assert capsys.readouterr().err == (f"error: stopped by {signum.name} during the evaluation: nothing was "
+                                       "left half-written; run the same command again\n")
+    assert signal.getsignal(signum) is before and not (tmp_path / "ev" / "passkey.json").exists()
 
 
 def test_eval_no_exact_rss_is_recorded(tmp_path):

@@ -45,6 +45,7 @@ with heavy_imports():  # torch: a missing requirement or a Ctrl-C meanwhile is o
     from infiniattention.commands.shipped import config_path
     from infiniattention.training import results
     from infiniattention.training.cli import (
+        EVALUATING,
         STARTING,
         ArgumentParser,
         check_out_dir,
@@ -389,7 +390,8 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         if args.command == "train":
             with stop_on_signals(STARTING):  # before the first step: one line (fit has its own)
                 return cmd_train(args, argv, prog)
-        return cmd_eval(args)
+        with stop_on_signals(EVALUATING):  # SIGTERM/SIGHUP: one line, not a silent 143
+            return cmd_eval(args)
     except PasskeyError as err:  # a bad length, depth or vocabulary: bad input, like a config error
         raise UserError(str(err)) from err
     finally:

@@ -99,6 +99,7 @@ def cli_entry(main: Callable[..., int] | None = None, *, on_interrupt: str = RES
 
 STARTING = ("during start-up, before the first step: nothing was half-written; running the same command "
             "again is safe")
+EVALUATING = "during the evaluation: nothing was left half-written; run the same command again"
 
 
 # ------------------------------------------------------------------------------------------------
