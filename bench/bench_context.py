@@ -31,17 +31,19 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import git_commit, peak_since, print_table, reset_peak, sync, write_json  # noqa: E402
+from data_utils.startup import heavy_imports  # noqa: E402
 
-from infiniattention import InfiniTransformerLM  # noqa: E402
-from infiniattention.training.config import ConfigError, RunConfig, load_config  # noqa: E402
-from infiniattention.training.evaluate import precision_autocast  # noqa: E402
+with heavy_imports():  # torch: a missing requirement or a Ctrl-C meanwhile is one line
+    import torch
+    from common import git_commit, peak_since, print_table, reset_peak, sync, write_json
+
+    from infiniattention import InfiniTransformerLM
+    from infiniattention.training.config import ConfigError, RunConfig, load_config
+    from infiniattention.training.evaluate import precision_autocast
 
 MODES = ("infini", "xl", "none")
 TARGET_MEMORY_RATIO = 1.1

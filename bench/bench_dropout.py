@@ -16,16 +16,18 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import git_commit, print_table, write_json  # noqa: E402
+from data_utils.startup import heavy_imports  # noqa: E402
 
-from infiniattention.dropout import fast_dropout  # noqa: E402
+with heavy_imports():  # torch: a missing requirement or a Ctrl-C meanwhile is one line
+    import torch
+    import torch.nn.functional as F
+    from common import git_commit, print_table, write_json
+
+    from infiniattention.dropout import fast_dropout
 
 
 def main() -> None:

@@ -35,18 +35,20 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import status_kib  # noqa: E402
-from flops import StepShape, forward_flops  # noqa: E402
+from data_utils.startup import heavy_imports  # noqa: E402
 
-from infiniattention.attention import InfiniAttention  # noqa: E402
-from infiniattention.config import ModelConfig  # noqa: E402
+with heavy_imports():  # torch: a missing requirement or a Ctrl-C meanwhile is one line
+    import torch
+    import torch.nn.functional as F
+    from common import status_kib
+    from flops import StepShape, forward_flops
+    from torch import Tensor, nn
+
+    from infiniattention.attention import InfiniAttention
+    from infiniattention.config import ModelConfig
 
 TARGET_SPEEDUP_2K = 1.5
 TARGET_MEMORY_RATIO = 1.1

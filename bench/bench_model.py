@@ -53,22 +53,24 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import git_commit, peak_since, print_table, reset_peak, sync, write_json  # noqa: E402
-from flops import StepShape, forward_flops, train_flops  # noqa: E402
+from data_utils.startup import heavy_imports  # noqa: E402
 
-from infiniattention import InfiniTransformerLM  # noqa: E402
-from infiniattention.config import ModelConfig, memory_settings  # noqa: E402
-from infiniattention.dropout import use_fast_dropout  # noqa: E402
-from infiniattention.training.config import ConfigError, RunConfig, load_config  # noqa: E402
-from infiniattention.training.evaluate import precision_autocast  # noqa: E402
-from infiniattention.training.optim import build_optimizer  # noqa: E402
-from infiniattention.training.results import record, write_result  # noqa: E402
+with heavy_imports():  # torch: a missing requirement or a Ctrl-C meanwhile is one line
+    import torch
+    from common import git_commit, peak_since, print_table, reset_peak, sync, write_json
+    from flops import StepShape, forward_flops, train_flops
+
+    from infiniattention import InfiniTransformerLM
+    from infiniattention.config import ModelConfig, memory_settings
+    from infiniattention.dropout import use_fast_dropout
+    from infiniattention.training.config import ConfigError, RunConfig, load_config
+    from infiniattention.training.evaluate import precision_autocast
+    from infiniattention.training.optim import build_optimizer
+    from infiniattention.training.results import record, write_result
 
 SWITCHES = ("compile", "fastdrop")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

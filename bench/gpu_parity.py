@@ -15,11 +15,14 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from infiniattention import InfiniTransformerLM, ModelConfig, generate  # noqa: E402
+from data_utils.startup import heavy_imports  # noqa: E402
+
+with heavy_imports():  # torch: a missing requirement or a Ctrl-C meanwhile is one line
+    import torch
+
+    from infiniattention import InfiniTransformerLM, ModelConfig, generate
 
 MODES = {
     "infini-delta": dict(memory="infini", update="delta"),

@@ -60,8 +60,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from data_utils.passkey import parse_length  # noqa: E402
-from infiniattention.training.results import Found, find_records  # noqa: E402
+
+from data_utils.startup import heavy_imports  # noqa: E402
+
+with heavy_imports():  # torch: a missing requirement or a Ctrl-C meanwhile is one line
+    from data_utils.passkey import parse_length
+    from infiniattention.training.results import Found, find_records
 
 DOC_FILES = ("README.md", "docs/*.md", "bench/RESULTS.md")
 OPEN = re.compile(r"^<!-- results:([a-z0-9-]+)((?: [a-z_]+=[^\s>]+)*) -->[ \t]*$", re.M)
