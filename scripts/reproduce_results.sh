@@ -15,7 +15,8 @@
 #             (75 minutes)
 #   words     configs/wt2_tiny.yaml on the bundled WikiText-2 sample: its test perplexity (3 minutes)
 #   speed     bench/bench_model.py at the demo shape and at the small shape: the paper's memory, each
-#             option alone, all four and none, interleaved (on an otherwise idle machine; 6 minutes)
+#             option alone, all four, DeltaNet's memory (with and without the gate) and none,
+#             interleaved (on an otherwise idle machine; 8 minutes)
 #
 # Modes:
 #   (none)    every step into OUT (default runs/results), its results records into OUT/results, the
@@ -42,7 +43,7 @@ cd "$root"
 OPTION=infini+gate
 SEEDS=1111,2222,3333
 SCREEN_ROWS=(infini infini+gate infini+gate+corrected infini+gate+corrected+l2 infini+gate+corrected+dpfp+l2)
-VARIANTS=infini,infini+gate,infini+corrected,infini+l2,infini+dpfp,infini+gate+corrected+dpfp+l2,none
+VARIANTS=infini,infini+gate,infini+corrected,infini+l2,infini+dpfp,infini+gate+corrected+dpfp+l2,infini+deltanet+l2,infini+gate+deltanet+l2,none
 mode=default
 out=""
 only=""
@@ -55,7 +56,7 @@ while [ $# -gt 0 ]; do
         --out-dir|--out) [ $# -ge 2 ] || { echo "error: $1 needs a folder" >&2; exit 2; }; out=$2; shift 2 ;;
         --only) [ $# -ge 2 ] || { echo "error: --only needs steps" >&2; exit 2; }; only=$2; shift 2 ;;
         --dry-run) dry=1; shift ;;
-        -h|--help) sed -n 2,38p "$0"; exit 0 ;;
+        -h|--help) sed -n 2,39p "$0"; exit 0 ;;
         *) echo "error: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
