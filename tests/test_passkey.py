@@ -268,12 +268,13 @@ def test_eval_stopped_by_a_signal_says_so_in_one_line(tmp_path, monkeypatch, cap
 
     before = signal.getsignal(signum)
     monkeypatch.setattr(passkey_cmd, "evaluate_grid", evaluate_grid)
-    code = passkey_cmd.main(["eval", "--checkpoint", str(ckpt), "--lengths", "512", "--out-dir",
-                             str(tmp_path / "ev"), "--device", "cpu"])
+    code = passkey_cmd.main(["eval", "--checkpoint", str(ckpt), "--lengths", "512", "--no-exact-rss",
+                             "--out-dir", str(tmp_path / "ev"), "--device", "cpu"])
     assert code == 128 + signum
     assert capsys.readouterr().err == (f"error: stopped by {signum.name} during the evaluation: nothing was "
                                        "left half-written; run the same command again\n")
     assert signal.getsignal(signum) is before and not (tmp_path / "ev" / "passkey.json").exists()
+    assert torch.is_grad_enabled()  # the evaluation leaves this process's autograd mode as it found it
 
 
 def test_eval_no_exact_rss_is_recorded(tmp_path):

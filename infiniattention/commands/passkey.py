@@ -344,12 +344,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.haystack == "text":
         corpus = get_corpus(cfg.data.data_dir, cfg.data.dataset)
         haystack = Haystack(f"{cfg.data.dataset}/{args.haystack_split}", corpus.split(args.haystack_split))
-    torch.set_grad_enabled(False)
     if args.exact_rss:
         _fixed_mmap_threshold()
     t0 = time.time()
-    grid = evaluate_grid(model, tok, lengths, depths, args.instances, chunk, device, args.seed,
-                         precision_autocast(device, args.precision), haystack=haystack)
+    with torch.no_grad():  # not set_grad_enabled: a caller in the same process keeps its own mode
+        grid = evaluate_grid(model, tok, lengths, depths, args.instances, chunk, device, args.seed,
+                             precision_autocast(device, args.precision), haystack=haystack)
     result = {"checkpoint": str(args.checkpoint), "step": int(ckpt["step"]), "memory": cfg.model.memory,
               "memory_label": cfg.model.memory_label(),
               "haystack": "filler" if haystack is None else haystack.name,
