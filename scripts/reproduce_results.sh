@@ -17,7 +17,7 @@
 #   words     configs/wt2_tiny.yaml on the bundled WikiText-2 sample: its test perplexity (3 minutes)
 #   speed     bench/bench_model.py at the demo shape and at the small shape: the paper's memory, each
 #             option alone, all four, DeltaNet's memory (with and without the gate) and none,
-#             interleaved (on an otherwise idle machine; 8 minutes)
+#             interleaved (on an otherwise idle machine; 3 minutes)
 #
 # Modes:
 #   (none)    every step into OUT (default runs/results), its results records into OUT/results, the
