@@ -123,6 +123,11 @@ def _seed(found: list[Found], opts: dict[str, str]) -> list[Found]:
     return [f for f in found if f.seed == seed]
 
 
+def _gate(value: float) -> str:
+    """A write gate: two decimals, or two significant digits below 0.01 (a gate pushed to ~0 is not 0)."""
+    return f"{value:.2f}" if not value < 0.01 else f"{value:.2g}"
+
+
 def block_eval(root: Path, opts: dict[str, str], table: str) -> Rendered:
     """The demo's or the word-level starter's test number (eval.py records), with its training."""
     evals = _of(root, table, "eval")
@@ -132,8 +137,8 @@ def block_eval(root: Path, opts: dict[str, str], table: str) -> Rendered:
     used = list(evals)
     for f in evals:
         res, cfg = f.result, f.record.get("config") or {}
-        metric = "bpc" if "bpc" in res else "perplexity"
-        value = f"{res[metric]:.4f}" if metric == "bpc" else f"{res[metric]:.1f}"
+        metric = "bpc" if "bpc" in res else "perplexity"  # eval.py's keys: bpc, or ppl at word level
+        value = f"{res['bpc']:.4f}" if metric == "bpc" else f"{res['ppl']:.1f}"
         weights, training = f"step {res['step']:,}", "-"
         train = trains.get((f.row, f.seed))
         if train is not None:
@@ -180,7 +185,7 @@ def block_gates(root: Path, opts: dict[str, str]) -> Rendered:
                      + " | ".join(f"{min(g):.3f}-{max(g):.3f}" for g in res["gates"]) + " |")
         if res.get("write_gate"):
             lines.append(f"| `{row}`: mean write gate | "
-                         + " | ".join(f"{res['write_gate'].get(str(i), float('nan')):.2f}"
+                         + " | ".join(_gate(res["write_gate"].get(str(i), float("nan")))
                                       for i in range(n_layers)) + " |")
     return "\n".join(lines) + "\n", [fs[0] for fs in found.values()], "gates"
 

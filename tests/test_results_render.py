@@ -385,3 +385,15 @@ def test_compare_measures_of_passkey_speed_and_gates():
         "gates": [[0.2, 0.4]], "write_gate": {"0": 0.5}}})
     assert [(m.what, round(m.value, 6)) for m in R.measures(gates)] == [
         ("sigmoid(b), layer 0, mean over heads", 0.3), ("write gate, layer 0", 0.5)]
+
+
+def test_a_word_level_record_renders_its_perplexity_and_a_gate_near_zero_its_digits(tmp_path):
+    """eval.py writes `ppl` at word level; a write gate pushed to ~1e-6 is shown as such, not as 0.00."""
+    rec = results.record("eval", {"ppl": 223.4158, "loss": 5.409, "tokens": 10840, "batch_size": 4,
+                                  "tgt_len": 128, "step": 400, "split": "test"},
+                         config={"model": {"memory": "infini"}, "train": {"seed": 1111}}, wall_s=1.0,
+                         command="x")
+    results.write_result(tmp_path / "words" / "test.json", rec)
+    text, used, _ = R.block_eval(tmp_path, {}, "words")
+    assert "| perplexity | 223.4 |" in text and len(used) == 1
+    assert R._gate(9.5e-07) == "9.5e-07" and R._gate(0.4567) == "0.46" and R._gate(0.01) == "0.01"
