@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
-from test_train_utils import REPO, run_train, subprocess_env
+from test_train_utils import REPO, run_train, signalled, subprocess_env
 
 
 @pytest.fixture(scope="module")
@@ -111,13 +109,8 @@ def test_eval_stopped_by_a_signal_says_so_in_one_line(ckpt, monkeypatch, capsys,
     import eval as eval_cli
     from infiniattention.commands import eval as eval_cmd
 
-    def evaluate(*args, **kwargs):
-        os.kill(os.getpid(), signum)
-        time.sleep(5)  # the handler raises first
-        raise AssertionError("the signal did not stop the evaluation")
-
     before = signal.getsignal(signum)
-    monkeypatch.setattr(eval_cmd, "evaluate", evaluate)
+    monkeypatch.setattr(eval_cmd, "evaluate", signalled(signum))
     assert eval_cli.main(["--checkpoint", str(ckpt), "--split", "valid"]) == 128 + signum
     assert capsys.readouterr().err == (f"error: stopped by {signum.name}; nothing was left half-written: run "
                                        "the same command again\n")

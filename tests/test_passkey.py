@@ -138,7 +138,6 @@ import shutil  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
@@ -256,18 +255,15 @@ def test_eval_cli_writes_tables(tmp_path):
 def test_eval_stopped_by_a_signal_says_so_in_one_line(tmp_path, monkeypatch, capsys, signum):
     """A real SIGTERM (SIGHUP) to the process while `passkey.py eval` streams: one line, 143 (129),
     nothing written, and the handler before the evaluation back afterwards."""
+    from test_train_utils import signalled
+
     from infiniattention.commands import passkey as passkey_cmd
 
     ckpt = tmp_path / "m.pt"
     _save_tiny_checkpoint(ckpt, _enwik8_vocab())
 
-    def evaluate_grid(*args, **kwargs):
-        os.kill(os.getpid(), signum)
-        time.sleep(5)  # the handler raises first
-        raise AssertionError("the signal did not stop the evaluation")
-
     before = signal.getsignal(signum)
-    monkeypatch.setattr(passkey_cmd, "evaluate_grid", evaluate_grid)
+    monkeypatch.setattr(passkey_cmd, "evaluate_grid", signalled(signum))
     code = passkey_cmd.main(["eval", "--checkpoint", str(ckpt), "--lengths", "512", "--no-exact-rss",
                              "--out-dir", str(tmp_path / "ev"), "--device", "cpu"])
     assert code == 128 + signum

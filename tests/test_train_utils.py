@@ -7,9 +7,11 @@ import functools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -74,3 +76,15 @@ def subprocess_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     return env
+
+
+def signalled(signum: int):
+    """A stand-in for a program's long work (an evaluation) that sends this process `signum` and waits:
+    the program's handler must stop it before the wait ends."""
+
+    def work(*args: object, **kwargs: object) -> None:
+        os.kill(os.getpid(), signum)
+        time.sleep(5)  # the handler raises first
+        raise AssertionError(f"{signal.Signals(signum).name} did not stop the work")
+
+    return work
