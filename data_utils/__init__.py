@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING
-
-from data_utils.startup import lazy_exports
 
 if TYPE_CHECKING:
     from .corpus import Corpus, get_corpus
@@ -17,4 +16,12 @@ __all__ = ["Corpus", "LMOrderedIterator", "Vocab", "get_corpus"]
 # before its guard is in place, and getdata.sh never needs the torch that the iterator imports.
 _LAZY = {"Corpus": ".corpus", "get_corpus": ".corpus", "LMOrderedIterator": ".iterators", "Vocab": ".vocab"}
 
-__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

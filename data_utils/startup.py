@@ -21,7 +21,6 @@ and says in one line that it stopped and that running it again is safe (`stop_on
 from __future__ import annotations
 
 import contextlib
-import importlib
 import importlib.machinery
 import importlib.util
 import os
@@ -29,7 +28,7 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 # import name -> pip name: what pyproject.toml's dependencies give a program.
@@ -54,23 +53,6 @@ class Stopped(KeyboardInterrupt):
     def __str__(self) -> str:
         name = f"stopped by {signal.Signals(self.signum).name}"
         return f"{name} {self.when}" if self.when else name
-
-
-def lazy_exports(package: str, names: dict[str, str]) -> tuple[Callable, Callable]:
-    """A package's module-level ``__getattr__`` and ``__dir__`` that import each exported name from its
-    submodule (``names``: name -> relative module) on first use, so that importing the package loads
-    neither numpy nor torch before a program's guard is in place."""
-    module = sys.modules[package]
-
-    def __getattr__(name: str):
-        if name in names:
-            return getattr(importlib.import_module(names[name], package), name)
-        raise AttributeError(f"module {package!r} has no attribute {name!r}")
-
-    def __dir__() -> list[str]:
-        return sorted({*vars(module), *names})
-
-    return __getattr__, __dir__
 
 
 def interruption(err: KeyboardInterrupt) -> tuple[str, int]:

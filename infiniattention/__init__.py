@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING
-
-from data_utils.startup import lazy_exports
 
 if TYPE_CHECKING:
     from .attention import AttentionState, InfiniAttention
@@ -34,4 +33,12 @@ _LAZY = {
     "InfiniTransformerLM": ".model", "LMOutput": ".model", "ModelState": ".model",
 }
 
-__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
