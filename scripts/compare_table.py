@@ -46,11 +46,13 @@ with heavy_imports():  # torch: a missing requirement or a Ctrl-C meanwhile is o
 # scripts/compare_memory.sh; docs/passkey.md): sp, state passing in passkey training (each lane keeps its
 # memory into its next instance with probability 0.99: memories of a geometric age, mean 99 lanes);
 # zg, the zero-reaching write gate (a constant push on every write-gate logit above -12, weight 0.05:
-# training/gate_prior.py). Per word: its --set arguments in a passkey run and in a text run (None: the
-# word has no meaning there; text training already carries the memory from batch to batch).
+# training/gate_prior.py); zg4, the same push four times as strong (0.2). Per word: its --set arguments
+# in a passkey run and in a text run (None: the word has no meaning there; text training already carries
+# the memory from batch to batch). A row takes at most one word per setting (not zg and zg4).
 RECIPE_WORDS: dict[str, dict[str, list[str] | None]] = {
     "sp": {"passkey": ["passkey.state_passing=0.99"], "text": None},
     "zg": {"passkey": ["passkey.write_logit_penalty=0.05"], "text": ["train.write_logit_penalty=0.05"]},
+    "zg4": {"passkey": ["passkey.write_logit_penalty=0.2"], "text": ["train.write_logit_penalty=0.2"]},
 }
 
 
@@ -67,6 +69,9 @@ def row_sets(row: str, segment_len: int, passkey: bool = False) -> list[str]:
     if len(set(recipe)) != len(recipe) or any(w in RECIPE_WORDS for w in words[:len(words) - len(recipe)]):
         raise ValueError(f"unknown row {row!r}: recipe words ({', '.join(RECIPE_WORDS)}) come once each, "
                          "after the memory's options")
+    keys = [s.split("=")[0] for w in recipe for s in RECIPE_WORDS[w]["passkey"]]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"row {row!r}: {' and '.join(recipe)} set the same thing; choose one")
     for w in recipe:
         if RECIPE_WORDS[w][task] is None:
             raise ValueError(f"row {row!r}: {w} is a passkey recipe word (text training already carries "

@@ -10,9 +10,9 @@
 #
 # ROW: infini (the paper's memory; default), xl (mem_len 64 = one segment), none, or infini with memory
 # options joined by '+': gate, corrected, dpfp, l2, deltanet (e.g. infini+gate), then optionally the
-# recipe words sp (state passing) and zg (the zero-reaching write gate) (scripts/compare_table.py:
-# RECIPE_WORDS). Each seed sets train.seed and the instances' passkey.seed (stage 1: SEED, stage 2:
-# SEED + 1), so rows of the same seed see the same data.
+# recipe words sp (state passing) and zg or zg4 (the zero-reaching write gate; zg4: four times the push)
+# (scripts/compare_table.py: RECIPE_WORDS). Each seed sets train.seed and the instances' passkey.seed
+# (stage 1: SEED, stage 2: SEED + 1), so rows of the same seed see the same data.
 # Per row and seed it writes OUT/ROW/seed-SEED/{stage1,stage2,eval}, and every evaluation's results
 # record into RESULTS/passkey/ROW/seed-SEED/NAME.json (RESULTS: --results-dir, default results/).
 # --stages 1 --eval screen is the screen of docs/passkey.md: stage 1 only, its last checkpoint evaluated

@@ -125,3 +125,8 @@ def test_a_text_row_ending_in_zg_trains_with_the_prior_and_sp_is_refused():
         ct.row_sets("infini+gate+sp", 64)
     with pytest.raises(ValueError, match="come once each, after the memory's options"):
         ct.row_sets("infini+zg+gate", 64)
+    assert ct.row_sets("infini+gate+sp+zg4", 64, passkey=True)[-2:] == [
+        "passkey.state_passing=0.99", "passkey.write_logit_penalty=0.2"]
+    assert ct.row_sets("infini+gate+zg4", 64)[-1] == "train.write_logit_penalty=0.2"
+    with pytest.raises(ValueError, match="zg and zg4 set the same thing; choose one"):
+        ct.row_sets("infini+gate+zg+zg4", 64, passkey=True)

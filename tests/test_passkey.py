@@ -657,7 +657,7 @@ def test_cpu_recipe_stage_two_fits_stage_one_checkpoints():
     (["--seeds", "1,x"], 2, "--seeds must be comma-separated integers"),
     (["--eval", "all"], 2, "--eval must be full, short, screen, screen-short or none"),
     (["--stages", "3"], 2, "--stages must be 1 or 2"),
-    (["infini+sp+gate"], 2, "recipe words (sp, zg) come once each, after the memory's options"),
+    (["infini+sp+gate"], 2, "recipe words (sp, zg, zg4) come once each, after the memory's options"),
 ])
 def test_cpu_recipe_script_arguments(args, code, message):
     r = subprocess.run(["bash", str(ROOT / "scripts" / "passkey_cpu.sh"), *args], capture_output=True,
