@@ -26,8 +26,8 @@
 #             record is there already is skipped, so --full can be spread over sessions and machines
 #             (commit results/ in between); runs into OUT (default runs/results), where an interrupted
 #             training resumes; then the figures into docs/ and `python scripts/results.py render`.
-#   --quick   the check of a fresh machine, at most 45 minutes (about 40, estimated from the times
-#             above): the demo, one seed (1111) of the compare, the gates, the screen of infini at 1K and
+#   --quick   the check of a fresh machine, at most 45 minutes (37 measured from a clean clone,
+#             docs/results.md): the demo, one seed (1111) of the compare, the gates, the screen of infini at 1K and
 #             2K (--stages 1 --eval screen-short), the word-level starter and the speed ratios (3 rounds, no
 #             peak-memory runs). Runs and records into OUT (default runs/quick; never into
 #             results/), then `python scripts/results.py compare OUT/results`: per number the committed

@@ -39,7 +39,7 @@ every number of NEW (a results folder) that a committed record also has (same ta
 the committed value of the same seed (else the mean over the committed seeds), the new one, the
 tolerance and "reproduced" or "differs". The tolerance is the range (max - min) of the committed seeds
 where there are several, else the measure's default: 0.03 bpc, 5 % of a perplexity, 0.15 of a passkey
-accuracy, 0.10 of a gate, 10 % of a step-time ratio. Exit status 1 when a number differs; a number
+accuracy, 0.10 of a gate, 20 % of a step-time ratio. Exit status 1 when a number differs; a number
 with no committed value is listed as such and does not fail.
 """
 
@@ -423,7 +423,7 @@ def measures(f: Found) -> list[Measure]:
     if kind == "eval":
         if "bpc" in res:
             return [Measure(f"{res.get('split', 'test')} bpc", res["bpc"], ".4f", 0.03)]
-        return [Measure(f"{res.get('split', 'test')} perplexity", res["perplexity"], ".1f", 0.05, True)]
+        return [Measure(f"{res.get('split', 'test')} perplexity", res["ppl"], ".1f", 0.05, True)]
     if kind == "compare":
         return [Measure("test bpc", res["test_bpc"], ".4f", 0.03),
                 Measure("bpc at K = 1", res["bpc_k1"], ".4f", 0.03),
@@ -441,7 +441,9 @@ def measures(f: Found) -> list[Measure]:
             c["accuracy"] for c in r["cells"]), ".2f", 0.15) for r in res["rows"]]
     if kind == "bench_model":
         steps = {r["variant"]: r["step_s"] for r in res["rows"]}
-        return [Measure(f"step time {v} / infini", s / steps["infini"], ".2f", 0.10, True)
+        # 20 %: two runs of the same benchmark on the idle 2-core machine (5 and 3 rounds) differed by
+        # up to 14 % in a ratio (docs/results.md, "Does my machine reproduce them?").
+        return [Measure(f"{f.name} shape: step time {v} / infini", s / steps["infini"], ".2f", 0.20, True)
                 for v, s in steps.items() if v != "infini" and "infini" in steps]
     return []
 
@@ -449,23 +451,24 @@ def measures(f: Found) -> list[Measure]:
 def compare(new_root: Path, committed_root: Path) -> tuple[list[list[str]], int, int, int]:
     """Rows (table, row, seed, measure, committed, new, tolerance, verdict) and the counts of
     reproduced, differing and uncommitted numbers."""
-    committed: dict[tuple, list[tuple[int | None, float]]] = {}
+    # (table, row, measure) -> seed -> values: one seed's record files may share a measure (a passkey
+    # cell at 2K in both filler.json and filler-2k-8k.json); the seeds' spread is between seeds.
+    committed: dict[tuple, dict[int | None, list[float]]] = {}
     for f in find_records(committed_root) if committed_root.is_dir() else []:
         for m in measures(f):
-            committed.setdefault((f.table, f.row, m.what), []).append((f.seed, m.value))
+            committed.setdefault((f.table, f.row, m.what), {}).setdefault(f.seed, []).append(m.value)
     lines, counts = [], [0, 0, 0]
     for f in find_records(new_root):
         for m in measures(f):
-            old = committed.get((f.table, f.row, m.what), [])
+            old = committed.get((f.table, f.row, m.what), {})
             seed = "-" if f.seed is None else str(f.seed)
             if not old:
                 lines.append([f.table, f.row or "-", seed, m.what, "-", format(m.value, m.fmt), "-",
                               "no committed value yet"])
                 counts[2] += 1
                 continue
-            values = [v for _, v in old]
-            same = [v for s, v in old if s == f.seed]
-            ref = same[0] if same else statistics.fmean(values)
+            values = [statistics.fmean(v) for v in old.values()]  # one per seed
+            ref = statistics.fmean(old[f.seed]) if f.seed in old else statistics.fmean(values)
             if len(values) > 1:
                 tol, why = max(values) - min(values), f"range of {len(values)} seeds"
             else:
