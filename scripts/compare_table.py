@@ -157,10 +157,15 @@ def commit() -> str:
         return "unknown"
 
 
+def f4(x: float) -> str:
+    """Four decimals, with no "-0.0000" for a difference that is zero up to rounding."""
+    return f"{round(x, 4) + 0.0:.4f}"
+
+
 def spread(values: list[float]) -> str:
     """The mean and, over several seeds, the range (max - min)."""
     mean = statistics.fmean(values)
-    return f"{mean:.4f}" if len(values) == 1 else f"{mean:.4f} ({max(values) - min(values):.4f})"
+    return f4(mean) if len(values) == 1 else f"{f4(mean)} ({f4(max(values) - min(values))})"
 
 
 def load_runs(out: Path, names: list[str]) -> dict[str, list[dict]]:
@@ -228,7 +233,7 @@ def render_summary(runs: dict[str, list[dict]]) -> str:
         worth = statistics.fmean(r["memory_gain"] for r in rs)
         vs = ", ".join(f"{x:+.4f}" for x in gains.get(name, []))
         lines.append(f"| {label(name, rs[0])} | {len(rs)} | {spread([r['test_bpc'] for r in rs])} | "
-                     f"{worth:.4f} | {vs} |")
+                     f"{f4(worth)} | {vs} |")
     return "\n".join(lines) + "\n"
 
 

@@ -406,3 +406,13 @@ def test_a_word_level_record_renders_its_perplexity_and_a_gate_near_zero_its_dig
     text, used, _ = R.block_eval(tmp_path, {}, "words")
     assert "| perplexity | 223.4 |" in text and len(used) == 1
     assert R._gate(9.5e-07) == "9.5e-07" and R._gate(0.4567) == "0.46" and R._gate(0.01) == "0.01"
+
+
+def test_a_difference_zero_up_to_rounding_is_not_printed_negative():
+    """`none`'s memory worth is bpc(K=1) - bpc(full) of two evaluations of the same stream: a float
+    difference of about -1e-9 must read 0.0000, not -0.0000."""
+    table = load_script("compare_table")
+    assert (table.f4(-1e-9), table.f4(-6e-5), table.f4(0.01234)) == ("0.0000", "-0.0001", "0.0123")
+    runs = {"none": [{"test_bpc": 2.75, "bpc_k1": 2.75 - 1e-9, "memory_gain": -1e-9, "seed": 1,
+                      "memory": "none"}]}
+    assert "| 2.7500 | 0.0000 |" in table.render_summary(runs)
