@@ -11,7 +11,8 @@
 # A row is a memory mode (infini: the paper's memory; xl: mem_len = segment_len; none) or infini with
 # options joined by '+': gate (model.write_gate), corrected (model.normalizer), dpfp (model.feature),
 # l2 (model.key_norm), deltanet (model.normalizer none), e.g. infini+gate or infini+gate+corrected+dpfp+l2;
-# a row may end in zg or zg4, the zero-reaching write gate (train.write_logit_penalty=0.05 or 0.2), e.g. infini+gate+zg.
+# a row may end in zg or zg4, the zero-reaching write gate (train.write_logit_penalty=0.05 or 0.2), e.g.
+# infini+gate+zg.
 # Default: rows infini,xl,none, the config's seed, its train.max_steps (tiny.yaml: 1,300 steps of
 # 16 x 256 tokens, about 5 minutes per run on an idle 2-core machine). Runs go to OUT/ROW/seed-SEED; a
 # finished run is not trained again (auto-resume). Each run's numbers are results records in
@@ -41,7 +42,7 @@ while [ $# -gt 0 ]; do
         --rows) rows=$2; shift 2 ;;
         --seeds) seeds=$2; shift 2 ;;
         --set) sets+=(--set "$2"); shift 2 ;;
-        -h|--help) sed -n 2,22p "$0"; exit 0 ;;
+        -h|--help) sed -n 2,23p "$0"; exit 0 ;;
         *) echo "error: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done

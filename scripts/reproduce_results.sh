@@ -27,12 +27,12 @@
 #             (commit results/ in between); runs into OUT (default runs/results), where an interrupted
 #             training resumes; then the figures into docs/ and `python scripts/results.py render`.
 #   --quick   the check of a fresh machine, at most 45 minutes (37 measured from a clean clone,
-#             docs/results.md): the demo, one seed (1111) of the compare, the gates, the screen of infini at 1K and
-#             2K (--stages 1 --eval screen-short), the word-level starter and the speed ratios (3 rounds, no
-#             peak-memory runs). Runs and records into OUT (default runs/quick; never into
-#             results/), then `python scripts/results.py compare OUT/results`: per number the committed
-#             value, the new one, the tolerance and "reproduced" or "differs" (OUT/quick.md); exit status
-#             1 when a number differs.
+#             docs/results.md): the demo, one seed (1111) of the compare, the gates, the screen of
+#             infini at 1K and 2K (--stages 1 --eval screen-short), the word-level starter and the
+#             speed ratios (3 rounds, no peak-memory runs). Runs and records into OUT (default
+#             runs/quick; never into results/), then `python scripts/results.py compare OUT/results`:
+#             per number the committed value, the new one, the tolerance and "reproduced" or "differs"
+#             (OUT/quick.md); exit status 1 when a number differs.
 # --seeds S,... (default 1111,2222,3333) are the training seeds of compare and passkey: with --full, one
 # seed at a time spreads them over sessions. --dry-run prints the commands (and what --full would skip)
 # without running them.
