@@ -42,7 +42,7 @@ while [ $# -gt 0 ]; do
         --rows) rows=$2; shift 2 ;;
         --seeds) seeds=$2; shift 2 ;;
         --set) sets+=(--set "$2"); shift 2 ;;
-        -h|--help) sed -n 2,23p "$0"; exit 0 ;;
+        -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0"; exit 0 ;;
         *) echo "error: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done

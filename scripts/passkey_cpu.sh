@@ -5,7 +5,7 @@
 # stage 2's last checkpoint (the end of its cosine schedule), in the filler and in real text.
 #
 #   bash scripts/passkey_cpu.sh [--out-dir runs/passkey] [--seeds 1111,2222,3333] [--stages 1|2]
-#                               [--eval full|short|screen|screen-short|none] [--results-dir results]
+#                               [--eval full|short|screen|screen-short|speed|none] [--results-dir results]
 #                               [ROW ...]
 #
 # ROW: infini (the paper's memory; default), xl (mem_len 64 = one segment), none, or infini with memory
@@ -23,11 +23,15 @@
 # (100 keys per cell), 32K (20), 128K and 1M (10); text of the valid and the test split at 2K, 8K (100)
 # and 32K (20); training-split text at 128K and 1M (10); and the memory probe (scripts/memory_probe.py)
 # in both haystacks from 2K to 1M. --eval short (default for xl and none, which reach no key beyond
-# their window): the filler and valid text at 2K and 8K, 20 keys. A finished stage is not trained again
-# and an interrupted training resumes where it stopped; an evaluation whose record exists is not run
-# again, and a row and seed whose records all exist is not trained either, so a grid can be spread over
-# sessions and machines. The records name this command (provenance.via). --out is the old name of
-# --out-dir. PY=/path/to/python chooses the interpreter (default: .venv).
+# their window): the filler and valid text at 2K and 8K, 20 keys. --eval speed: the streaming cost by
+# length (docs/passkey.md, "Memory and speed with length"): one key per depth in the filler at 1K, 8K,
+# 128K and 1M, once with --exact-rss (the working set) and once without (the speed), into
+# RESULTS/passkey-speed/ROW/seed-SEED/{exact-rss,no-exact-rss}.json (run it on an idle machine).
+# A finished stage is not trained again and an interrupted training resumes where it stopped; an
+# evaluation whose record exists is not run again, and a row and seed whose records all exist is not
+# trained either, so a grid can be spread over sessions and machines. The records name this command
+# (provenance.via). --out is the old name of --out-dir. PY=/path/to/python chooses the interpreter
+# (default: .venv).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -45,14 +49,15 @@ while [ $# -gt 0 ]; do
         --eval) eval_mode=$2; shift 2 ;;
         --stages) stages=$2; shift 2 ;;
         --results-dir) results_dir=$2; shift 2 ;;
-        -h|--help) sed -n 2,30p "$0"; exit 0 ;;
+        -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0"; exit 0 ;;
         -*) echo "error: unknown argument $1 (see --help)" >&2; exit 2 ;;
         *) rows+=("$1"); shift ;;
     esac
 done
 case "$eval_mode" in
-    ""|full|short|screen|screen-short|none) ;;
-    *) echo "error: --eval must be full, short, screen, screen-short or none, got $eval_mode" >&2; exit 2 ;;
+    ""|full|short|screen|screen-short|speed|none) ;;
+    *) echo "error: --eval must be full, short, screen, screen-short, speed or none, got $eval_mode" >&2
+       exit 2 ;;
 esac
 case "$stages" in 1|2) ;; *) echo "error: --stages must be 1 or 2, got $stages" >&2; exit 2 ;; esac
 [ ${#rows[@]} -gt 0 ] || rows=(infini)
@@ -88,6 +93,7 @@ records() {  # records MODE: the names of the records MODE makes for $row
         screen) echo filler text-valid ${infini:+probe-filler} ;;
         screen-short) echo filler-1k-2k text-valid-1k-2k ;;
         short) echo filler text-valid ;;
+        speed) echo exact-rss no-exact-rss ;;
         full) echo filler-2k-8k filler-32k filler-long text-valid-2k-8k text-valid-32k text-test-2k-8k \
                    text-test-32k text-train-long ${infini:+probe-filler-1m probe-text} ;;
     esac
@@ -100,6 +106,7 @@ while IFS=$'\t' read -r row seed extra; do
     [ -n "$mode" ] || case "$row" in infini*) mode=full ;; *) mode=short ;; esac
     record=$results_dir/passkey/$row/seed-$seed
     [ "$stages" = 2 ] || record=$results_dir/passkey-screen/$row/seed-$seed
+    [ "$mode" != speed ] || record=$results_dir/passkey-speed/$row/seed-$seed
     missing=0
     for name in $(records "$mode"); do [ -f "$record/$name.json" ] || missing=1; done
     if [ "$mode" != none ] && [ $missing = 0 ]; then
@@ -129,6 +136,9 @@ while IFS=$'\t' read -r row seed extra; do
             evaluate filler-1k-2k --lengths 1k,2k --depths 0,0.5,1 --instances 10
             evaluate text-valid-1k-2k --lengths 1k,2k --depths 0,0.5,1 --instances 10 --haystack text \
                 --haystack-split valid ;;
+        speed)  # the last option wins: evaluate passes --no-exact-rss first
+            evaluate exact-rss --lengths 1k,8k,128k,1m --instances 1 --exact-rss
+            evaluate no-exact-rss --lengths 1k,8k,128k,1m --instances 1 ;;
         short)
             evaluate filler --lengths 2k,8k --instances 20
             evaluate text-valid --lengths 2k,8k --instances 20 --haystack text --haystack-split valid ;;

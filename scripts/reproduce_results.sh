@@ -11,7 +11,8 @@
 #             seed 1111: about 70 minutes)
 #   gates     scripts/plot_gates.py on the compare runs infini and OPTION, seed 1111 (seconds)
 #   passkey   scripts/passkey_cpu.sh: infini and OPTION with seeds 1111, 2222, 3333 (the full grid and the
-#             memory probe), xl and none with seed 1111 (short grid) (about 16 hours)
+#             memory probe), xl and none with seed 1111 (short grid), and OPTION's streaming cost by
+#             length (--eval speed, seed 1111) (about 16 hours)
 #   screen    scripts/passkey_cpu.sh --stages 1 --eval screen: the options' stage-1 screen, seed 1111
 #             (75 minutes)
 #   words     configs/wt2_tiny.yaml on the bundled WikiText-2 sample: its test perplexity (3 minutes)
@@ -32,19 +33,22 @@
 #             speed ratios (3 rounds, no peak-memory runs). Runs and records into OUT (default
 #             runs/quick; never into results/), then `python scripts/results.py compare OUT/results`:
 #             per number the committed value, the new one, the tolerance and "reproduced" or "differs"
-#             (OUT/quick.md); exit status 1 when a number differs.
+#             (OUT/quick.md; as a results record OUT/quick.json, with the step times: committed as
+#             results/reproduce/quick.json, docs/results.md renders it); exit status 1 when a number
+#             differs.
 # --seeds S,... (default 1111,2222,3333) are the training seeds of compare and passkey: with --full, one
 # seed at a time spreads them over sessions. --dry-run prints the commands (and what --full would skip)
 # without running them.
 #
-# OPTION (infini+gate+zg: the write gate with the zero-reaching prior) is the memory the results compare
-# with the paper's; docs/passkey.md, "Holding to 1M", says why.
+# OPTION (infini+gate+zg4: the write gate with the zero-reaching prior at 0.2) is the memory the results
+# compare with the paper's: the one that holds the key to 1M; docs/passkey.md, "Holding to 1M", says why.
 # The figures need the plots extra (pip install -e .[plots]); without it they are left out. PY= chooses
 # the interpreter. results/README.md: the layout of results/ and what each table needs.
 set -euo pipefail
+args=("$@")
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-OPTION=infini+gate+zg
+OPTION=infini+gate+zg4
 SEEDS=1111,2222,3333
 SCREEN_ROWS=(infini infini+gate infini+gate+corrected infini+gate+corrected+l2 infini+gate+corrected+dpfp+l2)
 VARIANTS=infini,infini+gate,infini+corrected,infini+l2,infini+dpfp,infini+gate+corrected+dpfp+l2,infini+deltanet+l2,infini+gate+deltanet+l2,none
@@ -61,7 +65,7 @@ while [ $# -gt 0 ]; do
         --only) [ $# -ge 2 ] || { echo "error: --only needs steps" >&2; exit 2; }; only=$2; shift 2 ;;
         --dry-run) dry=1; shift ;;
         --seeds) [ $# -ge 2 ] || { echo "error: --seeds needs seeds" >&2; exit 2; }; SEEDS=$2; shift 2 ;;
-        -h|--help) sed -n 2,43p "$0"; exit 0 ;;
+        -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0"; exit 0 ;;
         *) echo "error: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -144,6 +148,8 @@ if wanted passkey; then
         --seeds "$SEEDS" infini "$OPTION"
     timed passkey-baselines bash scripts/passkey_cpu.sh --out-dir "$out/passkey" --results-dir "$res" \
         --seeds 1111 xl none
+    timed passkey-speed bash scripts/passkey_cpu.sh --eval speed --out-dir "$out/passkey" --results-dir "$res" \
+        --seeds 1111 "$OPTION"
     run "$PY" scripts/passkey_table.py "$res/passkey" --rows "infini,$OPTION,xl,none" --tables-dir "$out/passkey" \
         --figures docs
 fi
@@ -179,13 +185,17 @@ case $mode in
     full) run "$PY" scripts/results.py render ;;
     quick)
         if [ -n "$dry" ]; then
-            run "$PY" scripts/results.py compare "$res" --committed results
+            run "$PY" scripts/results.py compare "$res" --committed results --durations "$log" \
+                --record "$out/quick.json"
             exit 0
         fi
         set +e
-        "$PY" scripts/results.py compare "$res" --committed results | tee "$out/quick.md"
+        INFINI_RESULTS_VIA="$(command_line bash scripts/reproduce_results.sh "${args[@]}")" \
+            "$PY" scripts/results.py compare "$res" --committed results --durations "$log" \
+            --record "$out/quick.json" | tee "$out/quick.md"
         status=${PIPESTATUS[0]}
         set -e
-        echo "the check above: $out/quick.md; the step times: $log"
+        echo "the check above: $out/quick.md; the step times: $log; as a record: $out/quick.json (to" \
+             "publish it: cp $out/quick.json results/reproduce/quick.json; python scripts/results.py render)"
         exit "$status" ;;
 esac

@@ -5,7 +5,7 @@ against it, and a fresh run compared with it.
     python scripts/results.py check  [--results-dir results] [--files FILE ...]
     python scripts/results.py show BLOCK [KEY=VALUE ...]     (a block's rendering, markers included)
     python scripts/results.py list                          (what results/ holds, and every block)
-    python scripts/results.py compare NEW [--committed results]
+    python scripts/results.py compare NEW [--committed results] [--record FILE [--durations FILE]]
 
 A table that comes from results/ sits between markers in a Markdown file, each a line of its own:
 
@@ -33,6 +33,10 @@ command), their commits and machines. Blocks (KEY=VALUE options in the marker):
     passkey-probe         the memory probe records of the same folders; haystack=filler or text,
                           layers=1, rows=, table=passkey
     passkey-screen        results/passkey-screen (stage 1 only): accuracy by length and the probe; rows=
+    passkey-speed         results/passkey-speed/ROW/seed-S/{exact-rss,no-exact-rss}.json: streaming
+                          speed, peak RSS and state bytes by length; seed=, rows=
+    reproduce             results/reproduce/NAME.json (compare --record): a fresh machine's check, its
+                          step times and verdicts; name=quick
 
 `compare` checks a fresh run against the committed records (scripts/reproduce_results.sh --quick): for
 every number of NEW (a results folder) that a committed record also has (same table, row and measure),
@@ -65,7 +69,7 @@ from data_utils.startup import heavy_imports  # noqa: E402
 
 with heavy_imports():  # torch: a missing requirement or a Ctrl-C meanwhile is one line
     from data_utils.passkey import parse_length
-    from infiniattention.training.results import Found, find_records
+    from infiniattention.training.results import Found, find_records, record, write_result
 
 DOC_FILES = ("README.md", "docs/*.md", "bench/RESULTS.md")
 OPEN = re.compile(r"^<!-- results:([a-z0-9-]+)((?: [a-z_]+=[^\s>]+)*) -->[ \t]*$", re.M)
@@ -269,6 +273,55 @@ def block_screen(root: Path, opts: dict[str, str]) -> Rendered:
     return _script("passkey_table").render_screen(data), used + probes, table
 
 
+def block_passkey_speed(root: Path, opts: dict[str, str]) -> Rendered:
+    """Streaming cost by length: one passkey evaluation with --exact-rss (the working set) and one with
+    --no-exact-rss (the faster allocator), of the same checkpoint, lengths and instances."""
+    table = opts.get("table", "passkey-speed")
+    found = _by_row(_seed(_of(root, table, "passkey"), opts), _list(opts, "rows"))
+    fmt = _script("passkey_table").fmt_len
+    lines = ["| memory | length | tokens streamed | tokens/s, `--exact-rss` / `--no-exact-rss` | "
+             "peak RSS, MiB (`--exact-rss`) | state bytes |", "|---|---:|---:|---|---:|---:|"]
+    notes, used = [], []
+    for row, fs in found.items():
+        by_mode = {f.result.get("exact_rss", True): f for f in fs}
+        if set(by_mode) != {True, False}:
+            raise NoData(f"row {row} needs one record with --exact-rss and one with --no-exact-rss in "
+                         f"{root / table}")
+        exact, fast = by_mode[True], by_mode[False]
+        used += [exact, fast]
+        speed = {r["length"]: r["tokens_per_s"] for r in fast.result["rows"]}
+        rows = exact.result["rows"]
+        for r in rows:
+            fast_s = f"{speed[r['length']]:,.0f}" if r["length"] in speed else "-"
+            lines.append(f"| `{row}` | {fmt(r['length'])} | {r['tokens']:,} | {r['tokens_per_s']:,.0f} / "
+                         f"{fast_s} | {r['peak_rss_mib']:.0f} | {r['max_state_bytes']:,} |")
+        first, last = rows[0], rows[-1]
+        res = exact.result
+        notes.append(f"`{row}` (seed {exact.seed}, step {res['step']:,}, {res['instances']} "
+                     f"instance(s) per depth, {len(res['depths'])} depths): the peak RSS at "
+                     f"{fmt(last['length'])} is {last['peak_rss_mib'] / first['peak_rss_mib']:.2f}x the one "
+                     f"at {fmt(first['length'])}; the state, {first['max_state_bytes']:,} -> "
+                     f"{last['max_state_bytes']:,} bytes.")
+    return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n", used, table
+
+
+def block_reproduce(root: Path, opts: dict[str, str]) -> Rendered:
+    """A committed check of a fresh machine (results/reproduce/NAME.json): step times and verdicts."""
+    found = _of(root, "reproduce", "reproduce", opts.get("name", "quick"))[0]
+    res = found.result
+    lines = []
+    if res["steps"]:
+        lines += ["| step | wall time |", "|---|---:|"]
+        lines += [f"| {s['step']} | {s['seconds']:,} s |" for s in res["steps"]]
+        lines += [f"| all | {res['total_s']:,.0f} s ({res['total_s'] / 60:.1f} min) |", ""]
+    lines += ["| table | row | seed | measure | committed | new | tolerance | verdict |",
+              "|---|---|---|---|---:|---:|---|---|"]
+    lines += ["| " + " | ".join(r.values()) + " |" for r in res["rows"]]
+    lines += ["", f"{res['reproduced']} reproduced, {res['differ']} differ, {res['missing']} without a "
+              "committed value."]
+    return "\n".join(lines) + "\n", [found], "reproduce"
+
+
 BLOCKS: dict[str, tuple[Callable[[Path, dict[str, str]], Rendered], tuple[str, ...]]] = {
     "demo": (lambda root, opts: block_eval(root, opts, "demo"), ()),
     "words": (lambda root, opts: block_eval(root, opts, "words"), ()),
@@ -279,6 +332,8 @@ BLOCKS: dict[str, tuple[Callable[[Path, dict[str, str]], Rendered], tuple[str, .
     "passkey-stage2": (block_passkey, ("style", "rows", "haystacks", "lengths", "table")),
     "passkey-probe": (block_probe, ("haystack", "layers", "rows", "table")),
     "passkey-screen": (block_screen, ("rows", "table")),
+    "passkey-speed": (block_passkey_speed, ("seed", "rows", "table")),
+    "reproduce": (block_reproduce, ("name",)),
 }
 
 
@@ -492,6 +547,29 @@ def print_comparison(lines: list[list[str]], ok: int, bad: int, missing: int, co
               "`bash scripts/reproduce_results.sh --full` writes them (see results/README.md)")
 
 
+def read_durations(path: Path) -> tuple[list[dict], float]:
+    """The step times of the last run logged in a reproduce_results.sh durations file ("start ...",
+    then "STEP SECONDS s DATE" per step, then "end ..."): [{"step", "seconds"}] and their sum."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("start ")]
+    steps = []
+    for line in lines[starts[-1] + 1 if starts else 0:]:
+        if (m := re.fullmatch(r"(\S+) (\d+) s \S+", line)) is not None:
+            steps.append({"step": m.group(1), "seconds": int(m.group(2))})
+    return steps, float(sum(s["seconds"] for s in steps))
+
+
+def comparison_record(lines: list[list[str]], ok: int, bad: int, missing: int,
+                      durations: Path | None) -> dict:
+    """The check of a fresh run as a results record (kind "reproduce"): its verdict per number, its
+    counts and, from the durations file, its step times; the commit is the one that was checked."""
+    head = ("table", "row", "seed", "measure", "committed", "new", "tolerance", "verdict")
+    steps, total = read_durations(durations) if durations is not None else ([], 0.0)
+    result = {"rows": [dict(zip(head, line, strict=True)) for line in lines], "reproduced": ok,
+              "differ": bad, "missing": missing, "steps": steps, "total_s": total}
+    return record("reproduce", result, config=None, wall_s=total)
+
+
 # ------------------------------------------------------------------------------------------------
 # The command line
 
@@ -533,6 +611,10 @@ def main(argv: list[str] | None = None) -> int:
                    "OUT/results)")
     c.add_argument("--committed", default=str(ROOT / "results"),
                    help="the committed results folder (default: results/ of this checkout)")
+    c.add_argument("--record", metavar="FILE", help="also write the check as a results record (kind "
+                   "reproduce; commit it as results/reproduce/quick.json to render it)")
+    c.add_argument("--durations", metavar="FILE", help="reproduce_results.sh's durations.txt: its last "
+                   "run's step times go into --record")
     args = p.parse_args(argv)
     try:
         if args.command == "compare":
@@ -542,6 +624,9 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             lines, ok, bad, missing = compare(new, committed)
             print_comparison(lines, ok, bad, missing, committed)
+            if args.record:
+                durations = Path(args.durations) if args.durations else None
+                write_result(args.record, comparison_record(lines, ok, bad, missing, durations))
             return 1 if bad else 0
         root = Path(args.results_dir)
         if args.command == "list":

@@ -655,7 +655,7 @@ def test_cpu_recipe_stage_two_fits_stage_one_checkpoints():
     (["transformer"], 2, "unknown row 'transformer'"),
     (["infini+gate+bogus"], 2, "unknown row 'infini+gate+bogus'"),
     (["--seeds", "1,x"], 2, "--seeds must be comma-separated integers"),
-    (["--eval", "all"], 2, "--eval must be full, short, screen, screen-short or none"),
+    (["--eval", "all"], 2, "--eval must be full, short, screen, screen-short, speed or none"),
     (["--stages", "3"], 2, "--stages must be 1 or 2"),
     (["infini+sp+gate"], 2, "recipe words (sp, zg, zg4) come once each, after the memory's options"),
 ])
@@ -884,3 +884,20 @@ def test_cpu_recipe_screen_evaluates_stage_one(tmp_path):
     r, calls = _recipe(tmp_path, "--stages", "1", "--eval", "screen", "infini")
     names = [Path(p).name for p in _results_of(calls)]
     assert names == ["filler.json", "text-valid.json", "probe-filler.json"]
+
+
+def test_cpu_recipe_speed_evaluates_with_and_without_exact_rss(tmp_path):
+    """--eval speed: two evaluations of stage 2's last checkpoint at 1K-1M, one key per depth, the first
+    with --exact-rss (the working set, given after the default --no-exact-rss: the last one wins)."""
+    r, calls = _recipe(tmp_path, "--eval", "speed", "infini+gate+zg4")
+    assert [c["argv"][1] for c in calls] == ["train", "train", "eval", "eval"]
+    record = tmp_path / "res" / "passkey-speed" / "infini+gate+zg4" / "seed-1111"
+    assert _results_of(calls) == [str(record / "exact-rss.json"), str(record / "no-exact-rss.json")]
+    exact, fast = (c["argv"] for c in calls[2:])
+    assert [a for a in exact if a in ("--exact-rss", "--no-exact-rss")][-1] == "--exact-rss"
+    assert [a for a in fast if a in ("--exact-rss", "--no-exact-rss")][-1] == "--no-exact-rss"
+    for a in (exact, fast):
+        assert a[a.index("--checkpoint") + 1].endswith("stage2/ckpt_00000002.pt")
+        assert (a[a.index("--lengths") + 1], a[a.index("--instances") + 1]) == ("1k,8k,128k,1m", "1")
+    r, calls = _recipe(tmp_path, "--eval", "speed", "infini+gate+zg4")
+    assert calls == [] and "done (every record of --eval speed" in r.stdout

@@ -135,6 +135,12 @@ def tree(tmp_path_factory) -> Path:
             "--device", "cpu", "--out-dir", str(base / "probe"),
             "--results", str(rec / "probe-filler.json")]) == 0
     shutil.copytree(res / "passkey", res / "passkey-screen")
+    ckpt = base / "pk-infini-1111.pt"
+    for name, rss in (("exact-rss", "--exact-rss"), ("no-exact-rss", "--no-exact-rss")):
+        assert _with_via("bash scripts/passkey_cpu.sh --eval speed infini", passkey_cmd.main, [
+            "scripts/passkey.py", "eval", "--checkpoint", str(ckpt), "--depths", "0,1", "--instances", "1",
+            "--device", "cpu", rss, "--lengths", "512,1k", "--out-dir", str(base / f"ev-{name}"),
+            "--results", str(res / "passkey-speed" / "infini" / "seed-1111" / f"{name}.json")]) == 0
     return res
 
 
@@ -176,6 +182,9 @@ old text
 <!-- results:passkey-screen rows=infini+gate,infini -->
 <!-- /results -->
 
+<!-- results:passkey-speed -->
+<!-- /results -->
+
 The end.
 """
 
@@ -188,7 +197,7 @@ def test_every_block_renders_from_the_records_and_names_their_command(tree, tmp_
     doc = tmp_path / "page.md"
     doc.write_text(ALL_BLOCKS)
     assert _render(tree, doc, "check") == 1  # not rendered yet: every block differs
-    assert capsys.readouterr().err.count("differs from its rendering") == 11
+    assert capsys.readouterr().err.count("differs from its rendering") == 12
     assert _render(tree, doc) == 0 and _render(tree, doc, "check") == 0
     text = doc.read_text()
     assert text.startswith("# A page\n\nSome text that render leaves alone.\n")
@@ -250,6 +259,18 @@ def test_every_block_renders_from_the_records_and_names_their_command(tree, tmp_
     screen = blocks["results:passkey-screen rows=infini+gate,infini"]
     assert screen.index("| `infini+gate` | 1111 |") < screen.index("| `infini` | 1111, 2222 |")
     assert "rendered from `" in screen and "passkey-screen/` by `python scripts/results.py render`" in screen
+
+    speed = blocks["results:passkey-speed"]
+    folder = tree / "passkey-speed" / "infini" / "seed-1111"
+    exact, fast = (results.read_result(folder / f"{n}.json")["result"] for n in ("exact-rss", "no-exact-rss"))
+    assert exact["exact_rss"] and not fast["exact_rss"]
+    for e, f in zip(exact["rows"], fast["rows"], strict=True):
+        assert (f"| {e['tokens']:,} | {e['tokens_per_s']:,.0f} / {f['tokens_per_s']:,.0f} | "
+                f"{e['peak_rss_mib']:.0f} | {e['max_state_bytes']:,} |") in speed
+    assert "| `infini` | 512 | 1,024 |" in speed and "| `infini` | 1K | 2,048 |" in speed
+    ratio = exact["rows"][1]["peak_rss_mib"] / exact["rows"][0]["peak_rss_mib"]
+    assert f"the peak RSS at 1K is {ratio:.2f}x the one at 512" in speed
+    assert "`bash scripts/passkey_cpu.sh --eval speed infini`" in speed
 
 
 def test_check_names_each_block_that_differs_or_cannot_render(tree, tmp_path, capsys):
@@ -368,6 +389,31 @@ def test_compare_reproduced_differs_tolerance_and_missing(tmp_path, capsys):
     capsys.readouterr()
     assert R.main(["compare", str(tmp_path / "empty"), "--committed", str(committed)]) == 2
     assert "holds no results record" in capsys.readouterr().err
+
+
+def test_a_check_kept_as_a_record_renders_its_steps_and_verdicts(tmp_path, capsys):
+    """compare --record: the check of a fresh run as a record (the last run of the durations file, its
+    verdicts and counts), which the reproduce block renders; compare ignores it as a committed record."""
+    committed, new = tmp_path / "results", tmp_path / "new"
+    _write(committed, "compare/infini/seed-1111/test.json", "compare", _compare_row(2.75, 2.76, 1111))
+    _write(new, "compare/infini/seed-1111/test.json", "compare", _compare_row(2.76, 2.77, 1111))
+    durations = tmp_path / "durations.txt"
+    durations.write_text("start 2026-01-01T00:00:00Z mode quick commit aaaaaaa\ndemo 999 s x\nend x\n"
+                         "start 2026-01-02T00:00:00Z mode quick commit bbbbbbb\n"
+                         "demo 300 s 2026-01-02T00:05Z\ncompare 1200 s 2026-01-02T00:25Z\n"
+                         "end 2026-01-02T00:25:00Z\n")
+    quick = committed / "reproduce" / "quick.json"
+    assert R.main(["compare", str(new), "--committed", str(committed), "--durations", str(durations),
+                   "--record", str(quick)]) == 0
+    rec = results.read_result(quick)
+    assert rec["kind"] == "reproduce" and rec["provenance"]["wall_s"] == 1500.0
+    assert rec["result"]["steps"] == [{"step": "demo", "seconds": 300}, {"step": "compare", "seconds": 1200}]
+    assert (rec["result"]["reproduced"], rec["result"]["differ"], rec["result"]["missing"]) == (3, 0, 0)
+    text = R.render_block("reproduce", {}, committed)
+    assert "| demo | 300 s |" in text and "| all | 1,500 s (25.0 min) |" in text
+    assert "| compare | infini | 1111 | test bpc | 2.7500 | 2.7600 | 0.0300 (default) | reproduced |" in text
+    assert "3 reproduced, 0 differ, 0 without a committed value." in text
+    assert R.compare(new, committed)[1:] == (3, 0, 0)  # the reproduce record holds no measure
 
 
 def test_the_committed_records_reproduce_themselves(capsys):

@@ -307,10 +307,11 @@ def test_reproduce_quick_writes_only_into_its_out_folder(tmp_path):
     written = [w.split("=", 1)[-1] for c in commands for w in c.split()
                if w.startswith(("RESULTS=", str(out), "results"))]
     assert written and all(w.startswith(str(out)) for w in written if w != "results"), written
-    assert commands[-1].endswith(f"scripts/results.py compare {out}/results --committed results")
+    assert commands[-1].endswith(f"scripts/results.py compare {out}/results --committed results "
+                                 f"--durations {out}/durations.txt --record {out}/quick.json")
     steps = " ".join(commands)
     assert f"RUN={out}/compare/infini/seed-1111 RESULTS={out}/results/demo bash scripts/demo.sh" in steps
-    assert "--rows infini,infini+gate+zg,xl,none --seeds 1111 " in steps
+    assert "--rows infini,infini+gate+zg4,xl,none --seeds 1111 " in steps
     assert "passkey_cpu.sh --stages 1 --eval screen-short" in steps
     assert "--rounds 3 --steps 3 --no-memory" in steps
     assert "configs/wt2_tiny.yaml" in steps and not (out / "durations.txt").exists()
@@ -332,10 +333,10 @@ def test_reproduce_full_skips_what_results_holds_and_renders(tmp_path):
     assert "==== skipped: results/demo/test.json already in results/" in out and "scripts/demo.sh" not in out
     assert "bench_model.py --config configs/tiny.yaml" in out and "--config bench/small.yaml" not in out
     assert "--out-dir runs/results/compare --results-dir results" in out and "--seeds 1111,2222,3333" in out
-    assert "plot_gates.py --checkpoint runs/results/compare/infini+gate+zg/seed-1111/best.pt" in out
+    assert "plot_gates.py --checkpoint runs/results/compare/infini+gate+zg4/seed-1111/best.pt" in out
     assert "--checkpoint runs/results/compare/infini/seed-1111/best.pt" not in out
     assert "--eval screen" in out and "infini+gate+corrected+dpfp+l2" in out
     assert out.rstrip().endswith("scripts/results.py render")
     one = _reproduce(tree, "--full", "--dry-run", "--only", "compare,passkey", "--seeds", "2222").stdout
-    assert "--rows infini,infini+gate+zg,xl,none --seeds 2222 " in one
-    assert "--seeds 2222 infini infini+gate+zg" in one
+    assert "--rows infini,infini+gate+zg4,xl,none --seeds 2222 " in one
+    assert "--seeds 2222 infini infini+gate+zg4" in one
