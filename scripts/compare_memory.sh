@@ -6,6 +6,7 @@
 #   bash scripts/compare_memory.sh [--rows infini,xl,none] [--seeds 1111,2222,3333] [--budget-steps S]
 #                                  [--config configs/tiny.yaml] [--out-dir runs/compare]
 #                                  [--results-dir OUT/results] [--set section.key=value ...]
+#                                  [--table compare] [--label NAME]
 #                                  (--set: applied to every run)
 #
 # A row is a memory mode (infini: the paper's memory; xl: mem_len = segment_len; none) or infini with
@@ -20,7 +21,10 @@
 # writes the committed ones): train.json (train.py), context_curve.json (context_curve.py) and, last,
 # test.json (the table's row); a run whose test.json exists is skipped, so the comparison can be spread
 # over sessions and machines (delete a test.json to redo its run). The table is rendered from the
-# records. --out is the old name of --out-dir. PY=/path/to/python chooses the interpreter (default: .venv).
+# records. --table NAME puts the records in RESULTS/NAME instead of RESULTS/compare (a table of runs that
+# differ by settings, not by memory: an ablation); --label NAME names the one row given (its folder in
+# OUT and RESULTS), e.g. --rows infini --set optim.gate_lr_mult=10 --label lr10. --out is the old name of
+# --out-dir. PY=/path/to/python chooses the interpreter (default: .venv).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -33,6 +37,8 @@ budget=""
 rows=infini,xl,none
 seeds=""
 sets=()
+table=compare
+label=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --budget-steps) budget=$2; shift 2 ;;
@@ -42,6 +48,8 @@ while [ $# -gt 0 ]; do
         --rows) rows=$2; shift 2 ;;
         --seeds) seeds=$2; shift 2 ;;
         --set) sets+=(--set "$2"); shift 2 ;;
+        --table) table=$2; shift 2 ;;
+        --label) label=$2; shift 2 ;;
         -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0"; exit 0 ;;
         *) echo "error: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -51,6 +59,13 @@ if [ -n "$budget" ]; then
     sets+=(--set "train.max_steps=$budget" --set "optim.decay_steps=$budget")
 fi
 [ -f "$config" ] || { echo "error: $config not found" >&2; exit 2; }
+case "$table" in ''|*[!a-z0-9-]*) echo "error: --table must be lower-case letters, digits and -, got $table" >&2
+                                  exit 2 ;; esac
+if [ -n "$label" ]; then
+    case "$rows" in *,*) echo "error: --label names one row: give one --rows, got $rows" >&2; exit 2 ;; esac
+    case "$label" in *[!A-Za-z0-9._+-]*) echo "error: --label must be letters, digits, '.', '_', '+' or '-'," \
+                                              "got $label" >&2; exit 2 ;; esac
+fi
 . scripts/python.sh
 # The records name this command (provenance.via): the one that reproduces them.
 export INFINI_RESULTS_VIA="$(command_line bash scripts/compare_memory.sh "${args[@]}")"
@@ -59,10 +74,11 @@ require_modules torch yaml
 # seed is refused here, before any training.
 plan=$("$PY" scripts/compare_table.py --plan "$rows" --seeds "$seeds" --config "$config" -- "${sets[@]}") \
     || exit 2
-resdir=${resdir:-$out/results}/compare
+resdir=${resdir:-$out/results}/$table
 [ -f data/enwik8-sample/test.npy ] || bash getdata.sh enwik8-sample
 mkdir -p "$out"
 while IFS=$'\t' read -r row seed extra; do
+    row=${label:-$row}
     run="$out/$row/seed-$seed"
     rec="$resdir/$row/seed-$seed"
     if [ -f "$rec/test.json" ]; then
@@ -79,5 +95,5 @@ while IFS=$'\t' read -r row seed extra; do
     tail -n 3 "$run/context_curve.log"
     "$PY" scripts/compare_table.py --record "$run" --results "$rec/test.json"
 done <<< "$plan"
-"$PY" scripts/compare_table.py "$resdir" --rows "$rows" --command "$cmdline" --json "$out/compare.json" \
+"$PY" scripts/compare_table.py "$resdir" --rows "${label:-$rows}" --command "$cmdline" --json "$out/compare.json" \
     | tee "$out/compare.md"

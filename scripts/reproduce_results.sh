@@ -15,6 +15,9 @@
 #             length (--eval speed, seed 1111) (about 16 hours)
 #   screen    scripts/passkey_cpu.sh --stages 1 --eval screen: the options' stage-1 screen, seed 1111
 #             (75 minutes)
+#   ablation  scripts/compare_memory.sh --table ablation-gate-lr: the demo's gate learning rate and
+#             initial gate at segment 16, 400 steps (docs/results.md, "How the demo recipe was found":
+#             five runs with their gates, about 15 minutes)
 #   words     configs/wt2_tiny.yaml on the bundled WikiText-2 sample: its test perplexity (3 minutes)
 #   speed     bench/bench_model.py at the demo shape and at the small shape: the paper's memory, each
 #             option alone, all four, DeltaNet's memory (with and without the gate) and none,
@@ -71,8 +74,8 @@ while [ $# -gt 0 ]; do
 done
 case $mode in
     quick) steps=demo,compare,gates,screen,words,speed; out=${out:-runs/quick}; res=$out/results ;;
-    full) steps=demo,compare,gates,passkey,screen,words,speed; out=${out:-runs/results}; res=results ;;
-    *) steps=demo,compare,gates,passkey,screen,words,speed; out=${out:-runs/results}; res=$out/results ;;
+    full) steps=demo,compare,gates,passkey,screen,ablation,words,speed; out=${out:-runs/results}; res=results ;;
+    *) steps=demo,compare,gates,passkey,screen,ablation,words,speed; out=${out:-runs/results}; res=$out/results ;;
 esac
 for step in ${only//,/ }; do
     case ",$steps," in *",$step,"*) ;; *) echo "error: --only: unknown step $step for this mode (steps: $steps)" >&2
@@ -161,6 +164,21 @@ if wanted screen; then
         timed screen bash scripts/passkey_cpu.sh --stages 1 --eval screen --out-dir "$out/passkey-screen" \
             --results-dir "$res" "${SCREEN_ROWS[@]}"
     fi
+fi
+if wanted ablation; then
+    # gate_lr_mult:gate_init; the label names the row of the table (docs/results.md)
+    for setting in 1:0 10:0 100:0 10:2 10:-2; do
+        lr=${setting%%:*}
+        init=${setting#*:}
+        label=lr$lr-init$init
+        timed "ablation-$label" bash scripts/compare_memory.sh --rows infini --seeds 1111 --budget-steps 400 \
+            --set model.segment_len=16 --set "optim.gate_lr_mult=$lr" --set "model.gate_init=$init" \
+            --table ablation-gate-lr --label "$label" --out-dir "$out/ablation" --results-dir "$res"
+        recorded "$res/ablation-gate-lr/$label/seed-1111/gates.json" && continue
+        run "$PY" scripts/plot_gates.py --checkpoint "$out/ablation/$label/seed-1111/best.pt" \
+            --run-dir "$out/ablation/$label/seed-1111" --out-dir "$out/ablation/$label/gates" \
+            --results "$res/ablation-gate-lr/$label/seed-1111/gates.json"
+    done
 fi
 if wanted words && ! recorded "$res/words/test.json"; then
     run bash getdata.sh wikitext-2-sample

@@ -22,10 +22,10 @@ command), their commits and machines. Blocks (KEY=VALUE options in the marker):
 
     demo, words           the test bpc or perplexity of results/demo, results/words (eval.py records)
     compare               results/compare/ROW/seed-S/test.json; style=full (docs) or summary (README);
-                          rows=a,b,...
+                          rows=a,b,...; table=compare (another table of compare_memory.sh --table)
     context-curve         results/compare/ROW/seed-S/context_curve.json; seed=S (default: the lowest),
-                          ks=1,2,4 (columns; default: all), rows=
-    gates                 results/gates/ROW/seed-S/gates.json; seed=, rows=
+                          ks=1,2,4 (columns; default: all), rows=, table=compare
+    gates                 results/gates/ROW/seed-S/gates.json; seed=, rows=, table=gates
     speed                 results/speed/SHAPE.json (bench_model.py records); style=table or ratios,
                           shapes=demo,small
     passkey-stage2        results/passkey/ROW/seed-S/*.json (kind passkey); style=full or summary,
@@ -159,23 +159,26 @@ def block_eval(root: Path, opts: dict[str, str], table: str) -> Rendered:
 
 
 def block_compare(root: Path, opts: dict[str, str]) -> Rendered:
-    found = _by_row(_of(root, "compare", "compare", "test"), _list(opts, "rows"))
+    table = opts.get("table", "compare")
+    found = _by_row(_of(root, table, "compare", "test"), _list(opts, "rows"))
     runs = {row: [f.result for f in fs] for row, fs in found.items()}
     ct = _script("compare_table")
     render = {"full": ct.render_full, "summary": ct.render_summary}[opts.get("style", "full")]
-    return render(runs), [f for fs in found.values() for f in fs], "compare"
+    return render(runs), [f for fs in found.values() for f in fs], table
 
 
 def block_curve(root: Path, opts: dict[str, str]) -> Rendered:
-    found = _by_row(_seed(_of(root, "compare", "context_curve", "context_curve"), opts), _list(opts, "rows"))
+    table = opts.get("table", "compare")
+    found = _by_row(_seed(_of(root, table, "context_curve", "context_curve"), opts), _list(opts, "rows"))
     ks = [int(k) for k in _list(opts, "ks") or []] or None
     text = _script("compare_table").render_curve({row: fs[0].result for row, fs in found.items()}, ks)
     seed = next(iter(found.values()))[0].seed
-    return f"Seed {seed}:\n\n{text}", [fs[0] for fs in found.values()], "compare"
+    return f"Seed {seed}:\n\n{text}", [fs[0] for fs in found.values()], table
 
 
 def block_gates(root: Path, opts: dict[str, str]) -> Rendered:
-    found = _by_row(_seed(_of(root, "gates", "gates"), opts), _list(opts, "rows"))
+    table = opts.get("table", "gates")
+    found = _by_row(_seed(_of(root, table, "gates"), opts), _list(opts, "rows"))
     first = next(iter(found.values()))[0]
     n_layers = max(len(fs[0].result["gates"]) for fs in found.values())
     lines = [f"Seed {first.seed}, step {first.result['step']:,}: `sigmoid(b)` of eq. 10 per layer, lowest-"
@@ -191,7 +194,7 @@ def block_gates(root: Path, opts: dict[str, str]) -> Rendered:
             lines.append(f"| `{row}`: mean write gate | "
                          + " | ".join(_gate(res["write_gate"].get(str(i), float("nan")))
                                       for i in range(n_layers)) + " |")
-    return "\n".join(lines) + "\n", [fs[0] for fs in found.values()], "gates"
+    return "\n".join(lines) + "\n", [fs[0] for fs in found.values()], table
 
 
 def _config_arg(f: Found) -> str:
@@ -325,9 +328,9 @@ def block_reproduce(root: Path, opts: dict[str, str]) -> Rendered:
 BLOCKS: dict[str, tuple[Callable[[Path, dict[str, str]], Rendered], tuple[str, ...]]] = {
     "demo": (lambda root, opts: block_eval(root, opts, "demo"), ()),
     "words": (lambda root, opts: block_eval(root, opts, "words"), ()),
-    "compare": (block_compare, ("style", "rows")),
-    "context-curve": (block_curve, ("seed", "ks", "rows")),
-    "gates": (block_gates, ("seed", "rows")),
+    "compare": (block_compare, ("style", "rows", "table")),
+    "context-curve": (block_curve, ("seed", "ks", "rows", "table")),
+    "gates": (block_gates, ("seed", "rows", "table")),
     "speed": (block_speed, ("style", "shapes")),
     "passkey-stage2": (block_passkey, ("style", "rows", "haystacks", "lengths", "table")),
     "passkey-probe": (block_probe, ("haystack", "layers", "rows", "table")),

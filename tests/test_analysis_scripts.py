@@ -156,7 +156,8 @@ def test_compare_plan_lists_every_run_and_refuses_unknown_rows():
 
 
 def test_compare_memory_rejects_bad_arguments():
-    for args in (["--budget-steps", "0"], ["--budget-steps", "x"], ["--bogus"]):
+    for args in (["--budget-steps", "0"], ["--budget-steps", "x"], ["--bogus"], ["--table", "Ab/c"],
+                 ["--rows", "infini,none", "--label", "lr10"], ["--rows", "infini", "--label", "../x"]):
         proc = subprocess.run(["bash", str(SCRIPTS / "compare_memory.sh"), *args], cwd=REPO,
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2 and proc.stderr.startswith("error:"), proc.stderr

@@ -249,6 +249,14 @@ def test_compare_memory_writes_records_and_skips_a_recorded_run(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"== infini, seed 7: done ({rec}/test.json exists)" in proc.stdout
     assert not (tmp_path / "runs" / "infini").exists()
+    # --table and --label: a run that differs by a setting, in a table of its own, under its label
+    ablation = ["--set", "optim.gate_lr_mult=10", "--table", "ablation-x", "--label", "lr10"]
+    proc = subprocess.run([*cmd, *ablation], cwd=tree, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rec = tmp_path / "res" / "ablation-x" / "lr10" / "seed-7"
+    test = read_result(rec / "test.json")
+    assert test["config"]["optim"]["gate_lr_mult"] == 10 and (tmp_path / "runs" / "lr10" / "seed-7").is_dir()
+    assert "| `lr10` | 1 |" in proc.stdout
 
 
 @pytest.mark.slow
