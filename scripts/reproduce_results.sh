@@ -30,7 +30,7 @@
 #             record is there already is skipped, so --full can be spread over sessions and machines
 #             (commit results/ in between); runs into OUT (default runs/results), where an interrupted
 #             training resumes; then the figures into docs/ and `python scripts/results.py render`.
-#   --quick   the check of a fresh machine, at most 45 minutes (37 measured from a clean clone,
+#   --quick   the check of a fresh machine, at most 45 minutes (32 measured from a clean clone,
 #             docs/results.md): the demo, one seed (1111) of the compare, the gates, the screen of
 #             infini at 1K and 2K (--stages 1 --eval screen-short), the word-level starter and the
 #             speed ratios (3 rounds, no peak-memory runs). Runs and records into OUT (default
