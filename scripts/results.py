@@ -308,6 +308,16 @@ def block_passkey_speed(root: Path, opts: dict[str, str]) -> Rendered:
     return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n", used, table
 
 
+COMPARISON_HEAD = ("table", "row", "seed", "measure", "committed", "new", "tolerance", "verdict")
+
+
+def comparison_table(lines: list[list[str]]) -> list[str]:
+    """The Markdown table of a check (`compare`), one line per number: printed, and rendered from its
+    record."""
+    return (["| " + " | ".join(COMPARISON_HEAD) + " |", "|---|---|---|---|---:|---:|---|---|"]
+            + ["| " + " | ".join(line) + " |" for line in lines])
+
+
 def block_reproduce(root: Path, opts: dict[str, str]) -> Rendered:
     """A committed check of a fresh machine (results/reproduce/NAME.json): step times and verdicts."""
     found = _of(root, "reproduce", "reproduce", opts.get("name", "quick"))[0]
@@ -317,9 +327,7 @@ def block_reproduce(root: Path, opts: dict[str, str]) -> Rendered:
         lines += ["| step | wall time |", "|---|---:|"]
         lines += [f"| {s['step']} | {s['seconds']:,} s |" for s in res["steps"]]
         lines += [f"| all | {res['total_s']:,.0f} s ({res['total_s'] / 60:.1f} min) |", ""]
-    lines += ["| table | row | seed | measure | committed | new | tolerance | verdict |",
-              "|---|---|---|---|---:|---:|---|---|"]
-    lines += ["| " + " | ".join(r.values()) + " |" for r in res["rows"]]
+    lines += comparison_table([[r[h] for h in COMPARISON_HEAD] for r in res["rows"]])
     lines += ["", f"{res['reproduced']} reproduced, {res['differ']} differ, {res['missing']} without a "
               "committed value."]
     return "\n".join(lines) + "\n", [found], "reproduce"
@@ -539,11 +547,7 @@ def compare(new_root: Path, committed_root: Path) -> tuple[list[list[str]], int,
 
 
 def print_comparison(lines: list[list[str]], ok: int, bad: int, missing: int, committed: Path) -> None:
-    head = ["table", "row", "seed", "measure", "committed", "new", "tolerance", "verdict"]
-    print("| " + " | ".join(head) + " |")
-    print("|---|---|---|---|---:|---:|---|---|")
-    for line in lines:
-        print("| " + " | ".join(line) + " |")
+    print("\n".join(comparison_table(lines)))
     print(f"\n{ok} reproduced, {bad} differ, {missing} without a committed value")
     if missing:
         print(f"no committed value: {committed} has no record of that table, row and measure yet; "
@@ -566,9 +570,8 @@ def comparison_record(lines: list[list[str]], ok: int, bad: int, missing: int,
                       durations: Path | None) -> dict:
     """The check of a fresh run as a results record (kind "reproduce"): its verdict per number, its
     counts and, from the durations file, its step times; the commit is the one that was checked."""
-    head = ("table", "row", "seed", "measure", "committed", "new", "tolerance", "verdict")
     steps, total = read_durations(durations) if durations is not None else ([], 0.0)
-    result = {"rows": [dict(zip(head, line, strict=True)) for line in lines], "reproduced": ok,
+    result = {"rows": [dict(zip(COMPARISON_HEAD, line, strict=True)) for line in lines], "reproduced": ok,
               "differ": bad, "missing": missing, "steps": steps, "total_s": total}
     return record("reproduce", result, config=None, wall_s=total)
 
